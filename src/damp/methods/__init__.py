@@ -1,0 +1,55 @@
+"""Training methods as gradient estimators: ``loss = method.backward(model, x, y, loss_fn)``.
+
+>>> method = build("damp", std=0.1, num_perturbations=2, seed=0)
+>>> method
+DAMP(std=0.1, num_perturbations=2, seed=0)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from damp.methods.base import Method
+from damp.methods.noise import DAAP, DAMP, WeightNoise
+from damp.methods.perturb import perturbed_parameters
+from damp.methods.sam import ASAM, SAM
+from damp.methods.sgd import SGD
+
+METHODS: dict[str, type[Method]] = {"sgd": SGD, "damp": DAMP, "daap": DAAP, "sam": SAM, "asam": ASAM}
+
+
+def hyperparameter_names(name: str) -> list[str]:
+    """The hyperparameters :func:`build` accepts for method ``name``."""
+    cls = _lookup(name)
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+
+
+def _lookup(name: str) -> type[Method]:
+    key = str(name).lower()
+    if key not in METHODS:
+        raise ValueError(f"Unknown method: {name!r} (choose from {', '.join(METHODS)})")
+    return METHODS[key]
+
+
+def build(name: str, **hparams: Any) -> Method:
+    """Build a method by name ("sgd", "damp", "daap", "sam", "asam").
+
+    Raises:
+        ValueError: naming the method or the hyperparameter that is unknown or invalid.
+    """
+    cls = _lookup(name)
+    allowed = hyperparameter_names(name)
+    for key in hparams:
+        if key not in allowed:
+            raise ValueError(f"Invalid hyperparameter for {name}: {key!r} (accepted: {', '.join(allowed)})")
+    required = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.default is inspect.Parameter.empty and p.name in allowed]
+    missing = [k for k in required if k not in hparams]
+    if missing:
+        raise ValueError(f"Missing hyperparameter for {name}: {', '.join(missing)}")
+    return cls(**hparams)
+
+
+__all__ = ["ASAM", "DAAP", "DAMP", "METHODS", "Method", "SAM", "SGD", "WeightNoise", "build",
+           "hyperparameter_names", "perturbed_parameters"]

@@ -1,0 +1,133 @@
+"""SAM (Foret et al. 2021) and ASAM (Kwon et al. 2021) as gradient estimators, with m-sharpness.
+
+Per step, for each of M equal sub-batches (the official DAMP code's "split batch to simulate
+m-sharpness", paper.md §1.3): g = grad of the sub-batch loss at omega; eps = rho * T^2 g / ||T g||
+with the norm over *all* parameters (T = 1 for SAM; for ASAM T = |w| + eta on the selected kernels
+and norm scales, 1 elsewhere, as in the official ASAM code and DAMP's `build_ASAM_optimizer`); then
+accumulate grad L(omega + eps) / M. The weights are restored bit-exactly afterwards.
+
+BatchNorm: running statistics come from the first (unperturbed) pass only; the second pass saves
+and restores them (davda54/sam#17). DDP: the ascent gradient is each replica's own (computed with
+``torch.autograd.grad`` under ``no_sync``, so it neither syncs nor touches ``.grad``); only the last
+sub-batch's second backward all-reduces. AMP: the ascent direction is invariant to the loss scale,
+so scaled gradients are used as they are; a non-finite ascent gradient propagates into the second
+gradient, which GradScaler then skips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, run_backward)
+from damp.methods.perturb import (ParamSelector, frozen_batchnorm_stats, snapshot, split_batch,
+                                  trainable_parameters)
+
+# davda54/sam and the official ASAM code add this to the norm to avoid 0/0 at a stationary point.
+NORM_EPS = 1e-12
+
+
+def ascent_perturbation(grads: list[torch.Tensor], rho: float,
+                        scales: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """SAM/ASAM ascent step ``eps_i = rho * T_i^2 g_i / (||T g|| + 1e-12)``, norm over all tensors.
+
+    Args:
+        grads: gradients g_i at omega (any shapes).
+        rho: radius of the neighbourhood.
+        scales: T_i per tensor (same shape as g_i), or None for T_i = 1 (None overall: SAM).
+
+    Returns:
+        The perturbations eps_i, one per gradient.
+
+    >>> g = [torch.tensor([3.0, 4.0])]
+    >>> ascent_perturbation(g, rho=1.0)[0]
+    tensor([0.6000, 0.8000])
+    """
+    scales = scales if scales is not None else [None] * len(grads)
+    scaled = [g if t is None else g * t for g, t in zip(grads, scales)]
+    device = grads[0].device
+    norm = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(s.float()).to(device) for s in scaled]))
+    factor = rho / (norm + NORM_EPS)
+    return [(s if t is None else s * t) * factor.to(s.device, s.dtype) for s, t in zip(scaled, scales)]
+
+
+class SAM(Method):
+    """Sharpness-aware minimisation, one ascent per sub-batch (m-sharpness).
+
+    Args:
+        rho: neighbourhood radius (paper: 0.045 CIFAR-10, 0.06 CIFAR-100, 0.05 ImageNet).
+        num_perturbations: M equal sub-batches per batch, each with its own ascent direction.
+    """
+
+    name = "sam"
+    adaptive = False
+
+    def __init__(self, rho: float, num_perturbations: int = 1, *, params: ParamSelector | None = None
+                 ) -> None:
+        super().__init__(num_perturbations=num_perturbations, params=params)
+        self.rho = check_nonnegative("rho", rho)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"rho": self.rho, "num_perturbations": self.num_perturbations}
+
+    def scales(self, model: nn.Module, params: list[nn.Parameter]) -> list[torch.Tensor | None] | None:
+        """The per-tensor T of the ascent (None: plain SAM)."""
+        return None
+
+    def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
+                 *, scaler: torch.amp.GradScaler | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        m_total = self.num_perturbations
+        chunks = split_batch(inputs, targets, m_total)
+        params = trainable_parameters(model)
+        losses = []
+        with snapshot(params) as clean:
+            for m, (x, y) in enumerate(chunks):
+                if m:
+                    clean.restore()
+                with grad_sync(model, enabled=False):
+                    loss = forward_loss(model, x, y, loss_fn, autocast_dtype)
+                    scaled_loss = scaler.scale(loss) if scaler is not None else loss
+                    grads = torch.autograd.grad(scaled_loss, params, allow_unused=True)
+                used = [i for i, g in enumerate(grads) if g is not None]
+                scales = self.scales(model, params)
+                eps = ascent_perturbation([grads[i] for i in used], self.rho,
+                                          None if scales is None else [scales[i] for i in used])
+                with torch.no_grad():
+                    for i, e in zip(used, eps):
+                        params[i].add_(e.to(params[i].dtype))
+                with frozen_batchnorm_stats(model), grad_sync(model, enabled=m == m_total - 1):
+                    perturbed_loss = forward_loss(model, x, y, loss_fn, autocast_dtype)
+                    run_backward(perturbed_loss / m_total, scaler)
+                losses.append(loss.detach())
+        return torch.stack(losses).mean()
+
+
+class ASAM(SAM):
+    """Adaptive SAM with the official scaling T = |w| + eta on kernels and norm scales.
+
+    Paper §3 shows this is first-order optimisation under adversarial multiplicative perturbations.
+
+    Args:
+        rho: radius (paper: 1.0 CIFAR-10, 2.0 CIFAR-100, 1.5 ImageNet).
+        eta: offset of T (0.0 in every official DAMP config).
+        num_perturbations: M sub-batches, each with its own ascent.
+    """
+
+    name = "asam"
+    adaptive = True
+
+    def __init__(self, rho: float, eta: float = 0.0, num_perturbations: int = 1, *,
+                 params: ParamSelector | None = None) -> None:
+        super().__init__(rho, num_perturbations, params=params)
+        self.eta = check_nonnegative("eta", eta)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"rho": self.rho, "eta": self.eta, "num_perturbations": self.num_perturbations}
+
+    def scales(self, model: nn.Module, params: list[nn.Parameter]) -> list[torch.Tensor | None]:
+        adaptive = {id(p) for _, p in self.select_params(model)}
+        return [p.detach().abs().add(self.eta) if id(p) in adaptive else None for p in params]

@@ -1,0 +1,36 @@
+"""Plain single-pass training (the SGD baseline; with dropout in the model it is the Dropout baseline)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from damp.methods.base import LossFn, Method, forward_loss, run_backward
+
+
+class SGD(Method):
+    """One forward/backward pass on the whole batch at the current weights.
+
+    The name follows the paper's baseline; the optimizer itself is whatever the caller steps.
+
+    >>> model = nn.Linear(3, 2)
+    >>> loss = SGD().backward(model, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]),
+    ...                       nn.functional.cross_entropy)
+    >>> loss.shape, model.weight.grad.shape
+    (torch.Size([]), torch.Size([2, 3]))
+    """
+
+    name = "sgd"
+
+    def __init__(self) -> None:
+        super().__init__(num_perturbations=1)
+
+    def hparams(self) -> dict:
+        return {}
+
+    def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
+                 *, scaler: torch.amp.GradScaler | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
+        run_backward(loss, scaler)
+        return loss.detach()

@@ -1,0 +1,81 @@
+"""SAM and ASAM ascent points against their closed forms, and BN statistics of the second pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+from damp import methods
+from damp.methods.sam import ascent_perturbation
+from tests.conftest import small_cnn
+
+
+def loss_of(model, params, x, y):
+    return nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
+
+
+@pytest.mark.parametrize("kind", ["sam", "asam"])
+def test_ascent_point_and_gradient_match_closed_form(kind):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,))
+    w = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = grad(lambda p: loss_of(model, p, x, y))(w)
+    rho, eta = 0.3, 0.05
+    if kind == "sam":
+        norm = torch.sqrt(sum((v**2).sum() for v in g.values()))
+        expected = {n: w[n] + rho * g[n] / norm for n in w}
+        method = methods.SAM(rho)
+    else:
+        t = {n: (w[n].abs() + eta) if n.endswith("weight") else torch.ones_like(w[n]) for n in w}
+        norm = torch.sqrt(sum(((t[n] * g[n]) ** 2).sum() for n in w))
+        expected = {n: w[n] + rho * t[n] ** 2 * g[n] / norm for n in w}
+        method = methods.ASAM(rho, eta=eta)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append({n: p.detach().clone()
+                                                              for n, p in m.named_parameters()}))
+    loss = method.backward(model, x, y, nn.functional.cross_entropy)
+    assert len(seen) == 2
+    for n in w:
+        assert torch.equal(seen[0][n], w[n])
+        torch.testing.assert_close(seen[1][n], expected[n])
+    g_at_ascent = grad(lambda p: loss_of(model, p, x, y))(expected)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, g_at_ascent[n])
+        assert torch.equal(p, w[n])
+    torch.testing.assert_close(loss, loss_of(model, w, x, y))
+
+
+def test_ascent_perturbation_norm_is_rho():
+    grads = [torch.randn(3, 3), torch.randn(5)]
+    eps = ascent_perturbation(grads, rho=0.7)
+    assert torch.cat([e.flatten() for e in eps]).norm().item() == pytest.approx(0.7, rel=1e-5)
+
+
+def test_m_sharpness_uses_one_ascent_per_subbatch(batch):
+    model = small_cnn(batchnorm=False)
+    x, y = batch
+    methods.SAM(0.2, num_perturbations=2).backward(model, x, y, nn.functional.cross_entropy)
+    combined = [p.grad.clone() for p in model.parameters()]
+    parts = []
+    for xs, ys in zip(x.split(4), y.split(4)):
+        m = small_cnn(batchnorm=False)
+        methods.SAM(0.2).backward(m, xs, ys, nn.functional.cross_entropy)
+        parts.append([p.grad for p in m.parameters()])
+    for c, a, b in zip(combined, *parts):
+        torch.testing.assert_close(c, (a + b) / 2)
+
+
+@pytest.mark.parametrize("name", ["sam", "asam"])
+def test_second_pass_does_not_update_batchnorm_stats(name, batch):
+    model = small_cnn()
+    reference = small_cnn()
+    methods.build(name, rho=0.5, num_perturbations=2).backward(model, *batch, nn.functional.cross_entropy)
+    x, y = batch
+    for xs in x.split(4):  # only the two unperturbed passes may touch the running statistics
+        reference(xs)
+    for a, b in zip(model.buffers(), reference.buffers()):
+        torch.testing.assert_close(a, b)
