@@ -1,0 +1,107 @@
+"""Evaluation: clean and corrupted error (%), NLL and 15-bin ECE (%), always with the clean weights."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from damp import corruptions
+from damp.methods.perturb import derive_seed
+
+ECE_BINS = 15  # as the official DAMP code's test_model (paper.md §3.8)
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS
+                           ) -> dict[str, float]:
+    """Top-1 error (%), mean NLL (nats) and expected calibration error (%, ``bins`` equal-width bins).
+
+    Args:
+        logits: (N, K) float.
+        labels: (N,) int64.
+
+    >>> m = classification_metrics(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]))
+    >>> m["error"]
+    50.0
+    """
+    logits = logits.float()
+    probs = logits.softmax(-1)
+    confidence, prediction = probs.max(-1)
+    correct = (prediction == labels).float()
+    nll = F.cross_entropy(logits, labels).item()
+    edges = torch.linspace(0, 1, bins + 1, device=logits.device)
+    which = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i covers (edge_i, edge_i+1]
+    count = torch.zeros(bins, device=logits.device).index_add_(0, which, torch.ones_like(confidence))
+    gap = torch.zeros(bins, device=logits.device).index_add_(0, which, confidence - correct)
+    ece = gap.abs().sum() / max(len(labels), 1)
+    return {"error": 100.0 * (1.0 - correct.mean().item()), "nll": nll, "ece": 100.0 * ece.item()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated (logits, labels) of ``model`` in eval mode over an iterable of (x, y) batches."""
+    was_training = model.training
+    model.eval()
+    try:
+        outs, ys = [], []
+        for x, y in batches:
+            outs.append(model(x).float())
+            ys.append(y)
+        return torch.cat(outs), torch.cat(ys)
+    finally:
+        model.train(was_training)
+
+
+def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device):
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size].to(device)
+        yield (x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()), labels[i:i + batch_size].to(device)
+
+
+def evaluate_clean(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
+                   ) -> dict[str, float]:
+    """Metrics on clean images (uint8 or float [0, 1], (N, C, H, W)) on the model's device."""
+    device = next(model.parameters()).device
+    return classification_metrics(*predict(model, _batches(images, labels, batch_size, device)))
+
+
+def corruption_seed(seed: int, name: str, severity: int, batch_index: int) -> int:
+    """The generator seed of one corrupted batch: f(seed, corruption, severity, batch index)."""
+    return derive_seed(seed, zlib.crc32(name.encode()), severity, batch_index)
+
+
+def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
+                         severities: Sequence[int] = (1, 2, 3, 4, 5), *, preset: str | None = None,
+                         seed: int = 0, batch_size: int = 500, progress=None
+                         ) -> dict[str, dict[str, dict[str, float]]]:
+    """Corrupt the clean test set on the fly (seeded, batched on the model's device) and evaluate.
+
+    Returns:
+        ``{name: {str(severity): {"error", "nll", "ece"}}}``.
+    """
+    device = next(model.parameters()).device
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        results[name] = {}
+        for severity in severities:
+            def corrupted():
+                for b, (x, y) in enumerate(_batches(images, labels, batch_size, device)):
+                    gen = torch.Generator(device=device).manual_seed(corruption_seed(seed, name, severity, b))
+                    yield corruptions.corrupt(x, name, severity, preset=preset, generator=gen), y
+            results[name][str(severity)] = classification_metrics(*predict(model, corrupted()))
+            if progress is not None:
+                progress(name, severity)
+    return results
+
+
+def summarize(results: dict[str, dict[str, dict[str, float]]]) -> dict:
+    """The paper's aggregates: per-severity mean error over corruptions, and the overall mean."""
+    names = list(results)
+    severities = sorted({s for r in results.values() for s in r}, key=int)
+    per_severity = {s: sum(results[n][s]["error"] for n in names) / len(names) for s in severities}
+    return {"mean_corruption_error": sum(per_severity.values()) / max(len(per_severity), 1),
+            "severity_error": per_severity}
