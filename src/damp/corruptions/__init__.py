@@ -3,6 +3,11 @@
 ``corrupt(x, name, severity, preset=None, generator=None)`` takes a (B, C, H, W) batch (C in {1, 3},
 uint8 or float in [0, 1]) and returns the corrupted batch with the same shape, dtype and device.
 
+Grayscale (C = 1): per-element and spatial corruptions act on the single channel. The colour
+operations (brightness, saturate, snow, frost, spatter) see the grey image as RGB with three equal
+channels and return the ITU-R 601 luma of their RGB result. So brightness on grey is clip(x + c), and
+saturate changes grey images only where the reference adds a constant to S (severities 4-5).
+
 >>> x = torch.rand(2, 3, 32, 32)
 >>> y = corrupt(x, "gaussian_noise", 3, generator=torch.Generator().manual_seed(0))
 >>> y.shape, y.dtype
@@ -16,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from damp.corruptions import noise
+from damp.corruptions import blur, digital, noise, weather
 from damp.corruptions._common import (PRESETS, check_bchw, check_severity, default_preset, from_unit_float,
-                                      make_generator, to_unit_float)
+                                      luma, make_generator, to_unit_float)
 
 # The canonical order of hendrycks/robustness (anchors.md A.1): 15 benchmark corruptions, then the 4
 # extra ("validation") ones.
@@ -33,24 +38,63 @@ GROUPS = {"noise": CANONICAL_NAMES[0:3], "blur": CANONICAL_NAMES[3:7], "weather"
 
 @dataclass(frozen=True)
 class Corruption:
-    """One registered corruption: ``fn(x_float01, params_for_severity, generator) -> float01``."""
+    """One registered corruption: ``fn(x_float01, params_for_severity, generator, **options) -> float01``.
+
+    ``color``: needs RGB (grey input is expanded and the result converted back to luma).
+    ``options``: extra keywords ``fn`` takes ("preset", "frost_dir").
+    ``device``: "any", or "cpu" where the work is inherently on the CPU (exact Pillow JPEG).
+    """
 
     name: str
     fn: Callable[..., torch.Tensor]
     params: dict[str, tuple]  # preset -> the 5 per-severity constants
     extra: bool
+    color: bool = False
+    options: tuple[str, ...] = ()
+    device: str = "any"
 
 
-def _register(*entries: tuple[str, Callable, dict]) -> dict[str, Corruption]:
-    table = {name: Corruption(name, fn, params, name in GROUPS["extra"]) for name, fn, params in entries}
-    return {name: table[name] for name in CANONICAL_NAMES if name in table}
+def _register(*entries: Corruption) -> dict[str, Corruption]:
+    table = {c.name: c for c in entries}
+    missing = set(CANONICAL_NAMES) - set(table)
+    if missing:
+        raise RuntimeError(f"corruptions not registered: {sorted(missing)}")
+    return {name: table[name] for name in CANONICAL_NAMES}
 
 
+def _c(name: str, fn: Callable, params: dict, **kw) -> Corruption:
+    return Corruption(name, fn, params, name in GROUPS["extra"], **kw)
+
+
+def _frost(x, c, generator, preset, frost_dir=None):
+    return weather.frost_with(x, c, generator, preset, frost_dir)
+
+
+def _fog(x, c, generator, preset):
+    return weather.fog_with(x, c, generator, preset)
+
+
+# One table, canonical order (anchors.md A.1).
 CORRUPTIONS: dict[str, Corruption] = _register(
-    ("gaussian_noise", noise.gaussian_noise, noise.GAUSSIAN_NOISE),
-    ("shot_noise", noise.shot_noise, noise.SHOT_NOISE),
-    ("impulse_noise", noise.impulse_noise, noise.IMPULSE_NOISE),
-    ("speckle_noise", noise.speckle_noise, noise.SPECKLE_NOISE),
+    _c("gaussian_noise", noise.gaussian_noise, noise.GAUSSIAN_NOISE),
+    _c("shot_noise", noise.shot_noise, noise.SHOT_NOISE),
+    _c("impulse_noise", noise.impulse_noise, noise.IMPULSE_NOISE),
+    _c("defocus_blur", blur.defocus_blur, blur.DEFOCUS_BLUR),
+    _c("glass_blur", blur.glass_blur, blur.GLASS_BLUR),
+    _c("motion_blur", blur.motion_blur, blur.MOTION_BLUR),
+    _c("zoom_blur", blur.zoom_blur, blur.ZOOM_BLUR),
+    _c("snow", weather.snow, weather.SNOW, color=True),
+    _c("frost", _frost, weather.FROST, color=True, options=("preset", "frost_dir")),
+    _c("fog", _fog, weather.FOG, options=("preset",)),
+    _c("brightness", digital.brightness, digital.BRIGHTNESS, color=True),
+    _c("contrast", digital.contrast, digital.CONTRAST),
+    _c("elastic_transform", digital.elastic_transform, digital.ELASTIC_TRANSFORM),
+    _c("pixelate", digital.pixelate, digital.PIXELATE),
+    _c("jpeg_compression", digital.jpeg_compression, digital.JPEG_COMPRESSION, device="cpu"),
+    _c("speckle_noise", noise.speckle_noise, noise.SPECKLE_NOISE),
+    _c("gaussian_blur", blur.gaussian_blur, blur.GAUSSIAN_BLUR),
+    _c("spatter", weather.spatter, weather.SPATTER, color=True),
+    _c("saturate", digital.saturate, digital.SATURATE, color=True),
 )
 
 
@@ -77,7 +121,7 @@ def get(name: str) -> Corruption:
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, *, preset: str | None = None,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, frost_dir: str | None = None) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (1-5) to a batch.
 
     Args:
@@ -88,6 +132,8 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, preset: str | None = N
             chosen from the image size (<= 32 px cifar, <= 64 px tiny, else imagenet).
         generator: a ``torch.Generator`` on ``x.device``; the output is a deterministic function of
             its state. Without one, fresh OS entropy is used (never the global RNG).
+        frost_dir: folder with the frost textures (else ``$DAMP_FROST_DIR`` or the installed
+            ``imagecorruptions`` package data; see :mod:`damp.corruptions.assets`).
 
     Returns:
         (B, C, H, W) tensor of the input's dtype and device. uint8 output is truncated like the
@@ -102,8 +148,13 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, preset: str | None = N
     gen = make_generator(x.device, generator)
     if x.shape[0] == 0:
         return x.clone()
-    out = entry.fn(to_unit_float(x), entry.params[preset][severity - 1], gen)
-    return from_unit_float(out, x)
+    options = {"preset": preset, "frost_dir": frost_dir}
+    x01 = to_unit_float(x)
+    grey = entry.color and x01.shape[1] == 1
+    if grey:
+        x01 = x01.expand(-1, 3, -1, -1)
+    out = entry.fn(x01, entry.params[preset][severity - 1], gen, **{k: options[k] for k in entry.options})
+    return from_unit_float(luma(out) if grey else out, x)
 
 
 __all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "corrupt", "get", "names"]
