@@ -46,6 +46,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
+
+
+def _folder_images(root: str, size: int):
+    """Decode a class-folder tree to uint8 (N, 3, size, size): Resize((64, 64)) for <= 64 px (the
+    Tiny-ImageNet-C recipe), else Resize(256) + CenterCrop(224)-style short-side resize and crop."""
+    import torch
+
+    from damp.data.folders import center_crop, load_rgb, resize_short_side, scan_class_folders, to_tensor_u8
+
+    samples, classes = scan_class_folders(root)
+    tensors = []
+    for path, _ in samples:
+        im = load_rgb(path)
+        if size <= 64:
+            im = im.resize((size, size), resample=2)  # bilinear
+        else:
+            im = center_crop(resize_short_side(im, round(size * 256 / 224)), size)
+        tensors.append(to_tensor_u8(im))
+    labels = torch.tensor([label for _, label in samples])
+    relative = [path.relative_to(Path(root) / classes[label]).as_posix() for path, label in samples]
+    return torch.stack(tensors), labels, relative, classes
+
+
+def cmd_corrupt(args: argparse.Namespace) -> int:
+    from damp import corruptions
+    from damp.corruptions.dataset import write_array_c, write_folder_c
+    from damp.data import load_array_dataset
+    from damp.log import progress_bar
+
+    names = corruptions.names() if args.corruptions == "all" else _csv(args.corruptions)
+    for name in names:
+        corruptions.get(name)
+    out = Path(args.out)
+    _prepare_out(out, args.overwrite)
+    if args.data == "folder":
+        if not args.root:
+            raise ValueError("--data folder needs --root (a folder of class sub-folders)")
+        images, labels, relative, classes = _folder_images(args.root, args.size)
+        fmt = "folder" if args.format == "auto" else args.format
+    else:
+        dataset = load_array_dataset(args.data, args.root)
+        images, labels = dataset.test_images, dataset.test_labels
+        relative, classes = [f"{i:06d}.jpg" for i in range(len(labels))], [str(c) for c in range(dataset.num_classes)]
+        fmt = "npy" if args.format == "auto" else args.format
+    bar = progress_bar(len(names) * len(args.severities), f"corrupt {len(images)} images", not args.quiet)
+    writer = write_array_c if fmt == "npy" else write_folder_c
+    extra = {} if fmt == "npy" else {"relative_paths": relative, "classes": classes}
+    with bar:
+        writer(out, images, labels, names=names, severities=args.severities, seed=args.seed, device=args.device,
+               preset=args.preset, frost_dir=args.frost_dir, progress=lambda *_: bar.update(), **extra)
+    print(f"wrote {len(names)} corruptions x {len(args.severities)} severities of {len(images)} images to {out} "
+          f"({'CIFAR-10-C .npy layout' if fmt == 'npy' else '<corruption>/<severity>/<class>/ JPEG q85'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="damp", description="DAMP and corruption-robustness tools for PyTorch.")
     parser.add_argument("--version", action="version", version=f"damp {__version__}")
@@ -63,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated severities 1-5 (default: all)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")
+    cor.add_argument("--data", required=True,
+                     help="digits, fashion_mnist, cifar10, cifar100 (test split) or folder (class sub-folders)")
+    cor.add_argument("--root", help="dataset folder (fashion_mnist default: /usr/share/datasets/fashion-mnist)")
+    cor.add_argument("--out", required=True, help="output directory (must be empty unless --overwrite)")
+    cor.add_argument("--format", choices=["auto", "npy", "folder"], default="auto",
+                     help="npy (CIFAR-10-C layout) or folder (JPEG q85); auto: npy for arrays, folder for folders")
+    cor.add_argument("--corruptions", default="all", help="comma-separated names, or 'all' (default: all 19)")
+    cor.add_argument("--severities", type=_severities, default=[1, 2, 3, 4, 5], help="comma-separated 1-5")
+    cor.add_argument("--preset", choices=["cifar", "tiny", "imagenet"],
+                     help="constant table (default: from the image size; 28/32 px -> cifar)")
+    cor.add_argument("--size", type=_positive_int, default=224, help="--data folder: output size (64 or 224)")
+    cor.add_argument("--seed", type=int, default=0, help="corruption seed (default: 0)")
+    cor.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    cor.add_argument("--frost-dir", help="folder with frost1.png ... frost6.jpg (else $DAMP_FROST_DIR or the "
+                                         "imagecorruptions package data)")
+    cor.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    cor.add_argument("--quiet", action="store_true", help="no progress bar")
+    cor.set_defaults(func=cmd_corrupt)
     return parser
 
 
@@ -74,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as err:
         print(f"damp {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

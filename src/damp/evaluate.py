@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from damp import corruptions
-from damp.methods.perturb import derive_seed
+from damp.corruptions.dataset import CHUNK, corrupted_chunks
 
 ECE_BINS = 15  # as the official DAMP code's test_model (paper.md §3.8)
 
@@ -69,16 +67,14 @@ def evaluate_clean(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return classification_metrics(*predict(model, _batches(images, labels, batch_size, device)))
 
 
-def corruption_seed(seed: int, name: str, severity: int, batch_index: int) -> int:
-    """The generator seed of one corrupted batch: f(seed, corruption, severity, batch index)."""
-    return derive_seed(seed, zlib.crc32(name.encode()), severity, batch_index)
-
-
 def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
                          severities: Sequence[int] = (1, 2, 3, 4, 5), *, preset: str | None = None,
-                         seed: int = 0, batch_size: int = 500, progress=None
+                         seed: int = 0, frost_dir: str | None = None, progress=None
                          ) -> dict[str, dict[str, dict[str, float]]]:
     """Corrupt the clean test set on the fly (seeded, batched on the model's device) and evaluate.
+
+    Uses :func:`damp.corruptions.dataset.corrupted_chunks`, so the images are the ones
+    ``damp corrupt`` writes with the same seed (up to the uint8 truncation of the files).
 
     Returns:
         ``{name: {str(severity): {"error", "nll", "ece"}}}``.
@@ -88,11 +84,11 @@ def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.T
     for name in names:
         results[name] = {}
         for severity in severities:
-            def corrupted():
-                for b, (x, y) in enumerate(_batches(images, labels, batch_size, device)):
-                    gen = torch.Generator(device=device).manual_seed(corruption_seed(seed, name, severity, b))
-                    yield corruptions.corrupt(x, name, severity, preset=preset, generator=gen), y
-            results[name][str(severity)] = classification_metrics(*predict(model, corrupted()))
+            chunks = corrupted_chunks(images, name, severity, seed=seed, device=device, preset=preset,
+                                      frost_dir=frost_dir)
+            batches = ((x if x.is_floating_point() else x.float() / 255,
+                        labels[i * CHUNK:i * CHUNK + len(x)].to(device)) for i, x in enumerate(chunks))
+            results[name][str(severity)] = classification_metrics(*predict(model, batches))
             if progress is not None:
                 progress(name, severity)
     return results
