@@ -46,9 +46,9 @@ def test_corruption_evaluation_is_seeded_and_degrades_with_severity():
     images = (0.45 + 0.1 * labels.float())[:, None, None, None].expand(64, 1, 8, 8).contiguous()
     model = Threshold()
     assert evaluate_clean(model, images, labels)["error"] == 0
-    res = evaluate_corruptions(model, images, labels, ["gaussian_noise"], (1, 5), seed=3, batch_size=16,
+    res = evaluate_corruptions(model, images, labels, ["gaussian_noise"], (1, 5), seed=3,
                                preset="imagenet")
-    again = evaluate_corruptions(model, images, labels, ["gaussian_noise"], (1, 5), seed=3, batch_size=16,
+    again = evaluate_corruptions(model, images, labels, ["gaussian_noise"], (1, 5), seed=3,
                                  preset="imagenet")
     assert res == again
     assert res["gaussian_noise"]["5"]["error"] > res["gaussian_noise"]["1"]["error"]
