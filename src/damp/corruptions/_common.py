@@ -7,6 +7,7 @@ import math
 import os
 
 import torch
+import torch.nn.functional as F
 
 PRESETS = ("cifar", "tiny", "imagenet")
 
@@ -136,36 +137,30 @@ def gaussian_blur2d(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
 
 
 # ----------------------------------------------------------------------------------------------
-# scipy.ndimage.zoom(order=1) of a centre crop, as 2-tap linear interpolation (the reference's
-# clipped_zoom). Each output position reads two input positions, so the zoom is two gathers.
+# scipy.ndimage.zoom(order=1) of a centre crop (the reference's clipped_zoom).
 # ----------------------------------------------------------------------------------------------
 
-def clipped_zoom_taps(n: int, zoom: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices (i0, i1) and weight w1 such that out[i] = (1 - w1) x[i0] + w1 x[i1].
-
-    Reference `clipped_zoom`: crop the centred ceil(n / z) square starting at (n - ch) // 2,
-    `scipy.ndimage.zoom(..., order=1)` (output length round(ch * z), sample positions
-    i * (ch - 1) / (out - 1)), then keep the centred n rows starting at (out - n) // 2.
-    """
+def clipped_zoom_geometry(n: int, zoom: float) -> tuple[int, int, int, int]:
+    """(crop size ch, crop offset top, zoomed size out, trim offset) of the reference's clipped_zoom."""
     ch = int(math.ceil(n / zoom))
-    top = (n - ch) // 2
-    out_len = int(round(ch * zoom))
-    trim = (out_len - n) // 2
-    scale = (ch - 1) / (out_len - 1) if out_len > 1 else 0.0
-    pos = (torch.arange(n, dtype=torch.float64) + trim) * scale
-    i0 = pos.floor().clamp(0, ch - 1)
-    w1 = pos - i0
-    i1 = (i0 + 1).clamp(max=ch - 1)
-    return (i0.long() + top), (i1.long() + top), w1
+    out = int(round(ch * zoom))
+    return ch, (n - ch) // 2, out, (out - n) // 2
 
 
 def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
-    """The reference's clipped_zoom over the last two dims of a square image. x: (..., n, n)."""
+    """The reference's clipped_zoom over the last two dims of a square image. x: (B, C, n, n).
+
+    scipy.ndimage.zoom(order=1) samples input position i * (in - 1) / (out - 1): exactly bilinear
+    interpolation with align_corners=True, so the fused upsampling kernel computes it.
+    """
     n = x.shape[-1]
-    i0, i1, w = (t.to(x.device) for t in clipped_zoom_taps(n, zoom))
-    w = w.to(x.dtype)
-    rows = x[..., i0, :] * (1 - w)[:, None] + x[..., i1, :] * w[:, None]
-    return rows[..., i0] * (1 - w) + rows[..., i1] * w
+    ch, top, out, trim = clipped_zoom_geometry(n, zoom)
+    crop = x[..., top:top + ch, top:top + ch]
+    if out == ch:
+        zoomed = crop
+    else:
+        zoomed = F.interpolate(crop, size=(out, out), mode="bilinear", align_corners=True)
+    return zoomed[..., trim:trim + n, trim:trim + n]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from damp.corruptions._common import clipped_zoom, filter_matrix, gaussian_blur2d
+from damp.corruptions._common import boundary_index, clipped_zoom, clipped_zoom_geometry, filter_matrix, gaussian_blur2d
 
 # anchors.md A.4 #7: (radius, alias_blur).
 DEFOCUS_BLUR = {"cifar": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
@@ -54,23 +53,49 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     i = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
     g = torch.exp(-(i**2) / (2 * alias_blur**2))
     m = filter_matrix(g / g.sum(), disk.shape[0], "mirror")
-    return m @ disk @ m.T
+    kernel = m @ disk @ m.T
+    # Small disks on the fixed 17x17 grid are exactly zero outside a few pixels: crop to the support
+    # (symmetrically, so the centre stays the anchor). Zero taps contribute nothing to filter2D.
+    nonzero = (kernel != 0).nonzero()
+    k = kernel.shape[0] // 2
+    r = int((nonzero - k).abs().max()) if len(nonzero) else 0
+    return kernel[k - r:k + r + 1, k - r:k + r + 1]
+
+
+@functools.lru_cache(maxsize=64)
+def _defocus_operator(radius: float, alias_blur: float, h: int, w: int, device: torch.device, dtype: torch.dtype
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Padding indices and the kernel's spectrum for an FFT correlation of (h, w) images."""
+    kernel = disk_kernel(radius, alias_blur)
+    k = kernel.shape[-1] // 2
+    rows = boundary_index(torch.arange(-k, h + k), h, "mirror").to(device)
+    cols = boundary_index(torch.arange(-k, w + k), w, "mirror").to(device)
+    size = (h + 2 * k, w + 2 * k)
+    # Correlation = convolution with the flipped kernel (the disk is symmetric, but be exact).
+    spectrum = torch.fft.rfft2(kernel.flip(0, 1).to(dtype), s=size).to(device)
+    return rows, cols, spectrum, size
 
 
 def defocus_blur(x: torch.Tensor, c: tuple, generator: torch.Generator) -> torch.Tensor:
-    """Per-channel cv2.filter2D with the anti-aliased disk kernel (BORDER_REFLECT_101), clipped."""
-    kernel = disk_kernel(*c).to(x.device, x.dtype)
-    k = kernel.shape[-1] // 2
+    """Per-channel cv2.filter2D with the anti-aliased disk kernel (BORDER_REFLECT_101), clipped.
+
+    Computed as an FFT product over the reflect-padded image: the valid part of a circular
+    convolution of the padded image equals filter2D's output exactly (up to float rounding).
+    """
     b, ch, h, w = x.shape
-    flat = x.reshape(b * ch, 1, h, w)
-    if k < min(h, w):
-        padded = F.pad(flat, (k, k, k, k), mode="reflect")  # torch "reflect" = BORDER_REFLECT_101
-    else:  # kernel wider than the image: repeated reflection, by index
-        from damp.corruptions._common import boundary_index
-        rows = boundary_index(torch.arange(-k, h + k), h, "mirror").to(x.device)
-        cols = boundary_index(torch.arange(-k, w + k), w, "mirror").to(x.device)
-        padded = flat[:, :, rows][:, :, :, cols]
-    return F.conv2d(padded, kernel[None, None]).reshape(b, ch, h, w).clamp_(0, 1)
+    rows, cols, spectrum, size = _defocus_operator(float(c[0]), float(c[1]), h, w, x.device, x.dtype)
+    k = (size[0] - h) // 2
+    padded = x.index_select(-2, rows).index_select(-1, cols)
+    if k <= 3:  # at most 7x7 taps: shifted slices beat an FFT
+        kernel = disk_kernel(float(c[0]), float(c[1])).tolist()
+        out = torch.zeros_like(x)
+        for i in range(2 * k + 1):
+            for j in range(2 * k + 1):
+                if kernel[i][j] != 0.0:
+                    out.add_(padded[..., i:i + h, j:j + w], alpha=kernel[i][j])
+        return out.clamp_(0, 1)
+    full = torch.fft.irfft2(torch.fft.rfft2(padded) * spectrum, s=size)
+    return full[..., 2 * k:2 * k + h, 2 * k:2 * k + w].clamp_(0, 1)
 
 
 # ---------------------------------------------------------------------------------------------- glass
@@ -134,6 +159,11 @@ def motion_kernel(radius: float, sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
+# Taps whose weights sum to less than this are skipped: they move no pixel by more than 1e-6
+# (far below the 1/255 output quantisation), and with small sigmas most of the kernel is such taps.
+NEGLIGIBLE_TAIL = 1e-6
+
+
 def motion_blur_angles(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
     """ImageMagick's motion blur with a per-image angle (degrees), edge virtual pixels. x: (B, C, H, W).
 
@@ -142,18 +172,23 @@ def motion_blur_angles(x: torch.Tensor, radius: float, sigma: float, angles: tor
     through 8-bit PNG before and after ImageMagick; we keep floats and round the output to 1/255.
     """
     b, ch, h, w = x.shape
-    kernel = motion_kernel(radius, sigma).to(x.device, x.dtype)
-    taps = torch.arange(kernel.numel(), device=x.device, dtype=torch.float64)
+    kernel = motion_kernel(radius, sigma)
+    tail = kernel.flip(0).cumsum(0).flip(0)  # tail[i] = weight of taps i, i+1, ...
+    taps = int((tail >= NEGLIGIBLE_TAIL).sum())
+    kernel = (kernel[:taps] / kernel[:taps].sum()).tolist()
+    i = torch.arange(taps, device=x.device, dtype=torch.float64)
     theta = torch.deg2rad(angles.to(torch.float64))[:, None]
-    ox = torch.ceil(taps * torch.cos(theta) - 0.5).long()  # (B, taps): column offsets
-    oy = torch.ceil(taps * torch.sin(theta) - 0.5).long()  # row offsets
-    rows = (torch.arange(h, device=x.device)[None, None, :] + oy[:, :, None]).clamp(0, h - 1)  # (B, T, H)
-    cols = (torch.arange(w, device=x.device)[None, None, :] + ox[:, :, None]).clamp(0, w - 1)  # (B, T, W)
-    flat = rows[:, :, :, None] * w + cols[:, :, None, :]  # (B, T, H, W)
-    gathered = x.reshape(b, ch, 1, h * w).expand(b, ch, kernel.numel(), h * w).gather(
-        3, flat.reshape(b, 1, kernel.numel(), h * w).expand(b, ch, -1, -1))
-    out = torch.einsum("bcti,t->bci", gathered, kernel).reshape(b, ch, h, w)
-    return torch.round(out.clamp(0, 1) * 255) / 255
+    ox = torch.ceil(i * torch.cos(theta) - 0.5).long()  # (B, taps): column offsets
+    oy = torch.ceil(i * torch.sin(theta) - 0.5).long()  # row offsets
+    ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    flat = x.reshape(b, ch, h * w)
+    out = torch.zeros_like(flat)
+    for t in range(taps):  # a handful of taps, each one gather over the whole batch
+        rows = (ar_h[None, :] + oy[:, t, None]).clamp_(0, h - 1)  # (B, H)
+        cols = (ar_w[None, :] + ox[:, t, None]).clamp_(0, w - 1)  # (B, W)
+        index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w).expand(b, ch, h * w)
+        out.add_(flat.gather(2, index), alpha=kernel[t])
+    return torch.round(out.reshape(b, ch, h, w).clamp_(0, 1) * 255) / 255
 
 
 def motion_blur(x: torch.Tensor, c: tuple, generator: torch.Generator) -> torch.Tensor:
@@ -171,11 +206,20 @@ def zoom_factors(c: tuple) -> np.ndarray:
 
 
 def zoom_blur(x: torch.Tensor, c: tuple, generator: torch.Generator) -> torch.Tensor:
-    """(x + sum over factors z of clipped_zoom(x, z)) / (count + 1), clipped."""
+    """(x + sum over factors z of clipped_zoom(x, z)) / (count + 1), clipped.
+
+    Factors with the same clipped-zoom geometry give the same image (at 32 px every z with
+    round(ceil(32 / z) * z) = 32 is the identity), so each distinct geometry is computed once.
+    """
     factors = zoom_factors(c)
-    out = x.clone()
+    n = x.shape[-1]
+    counts: dict[tuple, tuple[float, int]] = {}
     for z in factors:
-        out += clipped_zoom(x, float(z))
+        key = clipped_zoom_geometry(n, float(z))
+        counts[key] = (float(z), counts.get(key, (0.0, 0))[1] + 1)
+    out = x.clone()
+    for z, count in counts.values():
+        out.add_(clipped_zoom(x, z), alpha=count)
     return (out / (len(factors) + 1)).clamp_(0, 1)
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from damp.corruptions._common import boundary_index, gaussian_blur2d, hsv_to_rgb, rgb_to_hsv
@@ -87,6 +88,20 @@ def bilinear_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
     return top * (1 - fr) + bottom * fr
 
 
+def grid_sample_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
+    """:func:`bilinear_sample` through ``F.grid_sample`` (one fused kernel). Its reflection padding
+    reflects the continuous coordinate about the edge pixel centres (align_corners=True: "mirror",
+    BORDER_REFLECT_101) or the image borders (False: "reflect", half-sample symmetric); for linear
+    interpolation that equals mapping each tap index, which is what OpenCV and scipy do."""
+    h, w = x.shape[-2:]
+    if mode == "mirror":
+        gy, gx = 2 * rows / max(h - 1, 1) - 1, 2 * cols / max(w - 1, 1) - 1
+    else:
+        gy, gx = (2 * rows + 1) / h - 1, (2 * cols + 1) / w - 1
+    grid = torch.stack([gx, gy], -1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=mode == "mirror")
+
+
 def elastic_transform(x: torch.Tensor, c: tuple, generator: torch.Generator) -> torch.Tensor:
     """Random affine (cv2.warpAffine, BORDER_REFLECT_101) then a smooth random displacement field
     (map_coordinates order 1, mode 'reflect').
@@ -109,11 +124,12 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: torch.Generator) -> 
     yy, xx = torch.meshgrid(torch.arange(h, dtype=f64, device=dev), torch.arange(w, dtype=f64, device=dev),
                             indexing="ij")
     grid = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(1, -1, 3)  # (1, HW, 3) as (x, y, 1)
-    src = (grid @ inverse).reshape(b, h, w, 2)
-    x = bilinear_sample(x, src[..., 1], src[..., 0], "mirror")
-    fields = torch.rand((2, b, h, w), generator=generator, device=dev, dtype=f64) * 2 - 1  # dx, then dy
+    yy, xx = yy.to(x.dtype), xx.to(x.dtype)
+    src = (grid @ inverse).reshape(b, h, w, 2).to(x.dtype)
+    x = grid_sample_reflect(x, src[..., 1], src[..., 0], "mirror")
+    fields = torch.rand((2, b, h, w), generator=generator, device=dev, dtype=x.dtype) * 2 - 1  # dx, then dy
     fields = gaussian_blur2d(fields, sigma, "reflect", truncate=3.0) * alpha
-    out = bilinear_sample(x, yy + fields[1], xx + fields[0], "reflect")
+    out = grid_sample_reflect(x, yy + fields[1], xx + fields[0], "reflect")
     return out.clamp_(0, 1)
 
 
@@ -179,7 +195,10 @@ def jpeg_compression(x: torch.Tensor, c: int, generator: torch.Generator) -> tor
     images = (x.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     if images.shape[-1] == 1:
         images = images[..., 0]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(images), torch.get_num_threads()))) as pool:
-        decoded = np.stack(list(pool.map(lambda im: _jpeg_roundtrip(im, int(c)), images)))
+    workers = max(1, min(len(images), torch.get_num_threads()))
+    parts = np.array_split(np.arange(len(images)), workers)  # one contiguous slice per thread
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = np.concatenate(list(pool.map(
+            lambda idx: np.stack([_jpeg_roundtrip(images[i], int(c)) for i in idx]), parts)))
     out = torch.from_numpy(decoded.reshape(x.shape[0], x.shape[2], x.shape[3], -1)).permute(0, 3, 1, 2)
     return out.to(x.device, x.dtype) / 255
