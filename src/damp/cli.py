@@ -42,6 +42,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             severities=args.severities)
     results = run_demo(Path(args.out), settings, progress=not args.quiet)
     print(results_table(results))
+    missing = next(iter(results["runs"].values()))["meta"].get("unavailable_corruptions", {})
+    for name, reason in missing.items():
+        print(f"note: {name} not evaluated: {reason}")
     print(f"\nwrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.md'}")
     return 0
 
@@ -104,6 +107,22 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from damp.config import load_config
+    from damp.train import train
+
+    cfg = load_config(args.config, args.set or [])
+    results = train(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    if results:
+        clean = results["clean"]
+        line = f"clean error {clean['error']:.2f}%  nll {clean['nll']:.3f}  ece {clean['ece']:.2f}%"
+        if results.get("summary"):
+            line += f"  mean corruption error {results['summary']['mean_corruption_error']:.2f}%"
+        print(line)
+        print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="damp", description="DAMP and corruption-robustness tools for PyTorch.")
     parser.add_argument("--version", action="version", version=f"damp {__version__}")
@@ -114,13 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--methods", default="all",
                       help="comma-separated: sgd,dropout,damp,daap,sam,asam, or 'all' (default)")
-    demo.add_argument("--epochs", type=_positive_int, default=30, help="training epochs per method (default: 30)")
+    demo.add_argument("--epochs", type=_positive_int, default=20, help="training epochs per method (default: 20)")
     demo.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise (default: 0)")
     demo.add_argument("--corruptions", default="all", help="comma-separated corruption names, or 'all' (default)")
     demo.add_argument("--severities", type=_severities, default=[1, 2, 3, 4, 5],
                       help="comma-separated severities 1-5 (default: all)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train one run from a YAML config (torchrun for several processes)")
+    tr.add_argument("--config", help="YAML preset (see configs/); without one, the defaults (digits, small_cnn)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set trainer.epochs=3 (repeatable)")
+    tr.add_argument("--out", required=True, help="run directory (config.yaml, metrics, checkpoints, results.json)")
+    tr.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    tr.add_argument("--overwrite", action="store_true", help="start over in a non-empty run directory")
+    tr.set_defaults(func=cmd_train)
 
     cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")
     cor.add_argument("--data", required=True,
@@ -155,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as err:
         print(f"damp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from damp.train import NonFiniteLossError
+
+        if not isinstance(err, NonFiniteLossError):
+            raise
+        print(f"damp {args.command}: error: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"damp {args.command}: interrupted", file=sys.stderr)
         return 130

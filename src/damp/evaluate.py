@@ -101,3 +101,49 @@ def summarize(results: dict[str, dict[str, dict[str, float]]]) -> dict:
     per_severity = {s: sum(results[n][s]["error"] for n in names) / len(names) for s in severities}
     return {"mean_corruption_error": sum(per_severity.values()) / max(len(per_severity), 1),
             "severity_error": per_severity}
+
+
+def available(names: Sequence[str], frost_dir: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """Split corruption names into those that can run here and {name: reason} for the rest.
+
+    Only frost depends on external files (its textures); benchmarks list it as unavailable rather than
+    dropping it silently.
+    """
+    from damp.corruptions.assets import FrostUnavailable, find_frost_dir
+
+    unavailable = {}
+    if "frost" in names:
+        try:
+            find_frost_dir(frost_dir)
+        except FrostUnavailable as err:
+            unavailable["frost"] = str(err)
+    return [n for n in names if n not in unavailable], unavailable
+
+
+def evaluate_run(model: nn.Module, bundle, cfg) -> dict:
+    """Clean metrics plus the configured robustness evaluation of a trained model (clean weights).
+
+    Returns the results.json structure: {"clean", "corruptions", "summary", "fgsm", "meta"}.
+    """
+    from damp.config import resolve_corruptions
+
+    e = cfg.eval
+    results: dict = {"clean": classification_metrics(*predict(model, bundle.test)), "corruptions": {},
+                     "summary": {}, "fgsm": [],
+                     "meta": {"units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"},
+                              "dataset": cfg.data.name, "model": cfg.model.name}}
+    names = resolve_corruptions(e.corruptions)
+    if names:
+        if bundle.test_arrays is None:
+            raise ValueError("eval.corruptions: on-the-fly corruption needs an in-memory test set; for folder "
+                             "datasets point eval.c_dir at the released -C folders")
+        images, labels = bundle.test_arrays
+        names, unavailable = available(names, cfg.data.frost_dir)
+        if unavailable:
+            results["meta"]["unavailable_corruptions"] = unavailable
+        results["corruptions"] = evaluate_corruptions(model, images, labels, names, e.severities, seed=e.seed,
+                                                      frost_dir=cfg.data.frost_dir)
+        results["summary"] = summarize(results["corruptions"])
+        results["meta"]["corruption_source"] = f"generated on the fly (damp.corruptions, seed {e.seed})"
+        results["meta"]["protocol"] = f"per-severity mean over {len(names)} corruptions (DAMP paper)"
+    return results

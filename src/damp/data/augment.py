@@ -39,3 +39,30 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4, fli
     """The paper's CIFAR/TinyImageNet recipe: random crop with padding, then horizontal flip."""
     x = random_crop(x, padding, generator)
     return random_flip(x, generator) if flip else x
+
+
+def mixup_fixed(x: torch.Tensor, targets: torch.Tensor, num_classes: int, coefficient: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp as the official ViT code does it: each batch with its reverse at a fixed coefficient.
+
+    ``x' = c x + (1 - c) flip_batch(x)`` and the same mix of the one-hot labels (no Beta draw;
+    paper.md §2). Returns (mixed images, soft targets (B, K)).
+    """
+    one_hot = torch.nn.functional.one_hot(targets, num_classes).to(x.dtype)
+    return coefficient * x + (1 - coefficient) * x.flip(0), coefficient * one_hot + (1 - coefficient) * one_hot.flip(0)
+
+
+def corrupt_half(x: torch.Tensor, name: str, severity: int, generator: torch.Generator,
+                 frost_dir: str | None = None) -> torch.Tensor:
+    """Paper Algorithm 2: corrupt the first half of the batch with one corruption, keep the rest clean.
+
+    ``severity`` 0 draws one severity 1-5 for this batch from ``generator``.
+    """
+    from damp.corruptions import corrupt
+
+    if severity == 0:
+        severity = int(torch.randint(1, 6, (1,), generator=generator, device=generator.device).item())
+    half = x.shape[0] // 2
+    out = x.clone()
+    out[:half] = corrupt(x[:half], name, severity, generator=generator, frost_dir=frost_dir)
+    return out

@@ -11,20 +11,38 @@ from typing import Any
 import torch
 from torch import nn
 
+from damp.models.resnet import preact_resnet18, resnet18, resnet50
 from damp.models.small import MLP, Normalize, SmallCNN
+from damp.models.vit import vit_b16, vit_s16
 
-MODELS = ("small_cnn", "mlp")
+MODELS = ("small_cnn", "mlp", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16")
 
 
-def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                dropout: float = 0.0, **kwargs: Any) -> nn.Module:
-    """Build a model by name; ``dropout`` > 0 gives the Dropout baseline's architecture."""
+def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32, dropout: float = 0.0,
+                mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                **kwargs: Any) -> nn.Module:
+    """Build a model by name; ``dropout`` > 0 gives the Dropout baseline's architecture.
+
+    ``mean``/``std`` (per channel) are the input normalisation applied inside the model.
+    """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Invalid dropout: {dropout!r} (must be in [0, 1))")
+    mean = tuple(mean) if mean is not None else (0.5,) * in_channels
+    std = tuple(std) if std is not None else (0.5,) * in_channels
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ValueError(f"mean/std need {in_channels} values, got {len(mean)} and {len(std)}")
+    common = {"dropout": dropout, "mean": mean, "std": std}
     if name == "small_cnn":
-        return SmallCNN(in_channels, num_classes, dropout=dropout, **kwargs)
+        return SmallCNN(in_channels, num_classes, **common, **kwargs)
     if name == "mlp":
-        return MLP(in_channels * image_size * image_size, num_classes, dropout=dropout, **kwargs)
+        return MLP(in_channels * image_size * image_size, num_classes, dropout=dropout, mean=mean[0], std=std[0],
+                   **kwargs)
+    if name in ("resnet18", "preact_resnet18", "resnet50"):
+        builder = {"resnet18": resnet18, "preact_resnet18": preact_resnet18, "resnet50": resnet50}[name]
+        return builder(num_classes, in_channels=in_channels, **common, **kwargs)
+    if name in ("vit_s16", "vit_b16"):
+        builder = vit_s16 if name == "vit_s16" else vit_b16
+        return builder(num_classes, image_size=image_size, in_channels=in_channels, **common, **kwargs)
     raise ValueError(f"Unknown model: {name!r} (choose from {', '.join(MODELS)})")
 
 

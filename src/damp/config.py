@@ -1,0 +1,325 @@
+"""Run configuration: frozen dataclasses per concern, YAML presets and ``--set key=value`` overrides.
+
+Every error names the offending key (with a close-match suggestion for typos) and is a
+``ConfigError`` (a ``ValueError``), which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # digits, fashion_mnist, cifar10, cifar100, tiny_imagenet, imagenet
+    root: str | None = None  # dataset folder (imagenet: holds train/ and val/)
+    batch_size: int = 128  # global batch across all processes
+    eval_batch_size: int = 500
+    augment: str = "auto"  # auto, none, crop, crop_flip, inception, inception_randaugment
+    crop_padding: int = 4
+    mixup: float = 0.0  # fixed MixUp coefficient (the ViT "advanced" recipe uses 0.8); 0 = off
+    train_corruption: str | None = None  # paper Algorithm 2: corrupt half of every batch
+    train_corruption_severity: int = 0  # 1-5, or 0 for a random severity per image batch
+    num_workers: int = 4  # folder datasets only
+    image_size: int = 224  # folder datasets only
+    max_train_images: int = 0  # use only the first N training images (0 = all); for smoke runs
+    frost_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "small_cnn"
+    dropout: float = 0.0
+    width: int = 0  # small_cnn first-stage width (0 = default)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "sgd"  # sgd, dropout (= sgd; set model.dropout), damp, daap, sam, asam
+    std: float | None = None
+    rho: float | None = None
+    eta: float | None = None
+    num_perturbations: int = 1  # M, counted over all processes as in the paper
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"  # sgd (Nesterov momentum, coupled L2) or adamw (decoupled)
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_kernels_only: bool = False  # ImageNet/ViT recipes decay conv/linear kernels only
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_norm: float = 0.0  # global-norm clipping (ViT: 1.0); 0 = off
+    schedule: str = "step"  # step (paper ResNet), warmup_cosine, constant
+    lr_ratio: float = 0.01  # step: final lr / lr
+    decay_start: float = 0.5  # step: fraction of training where the linear decay starts
+    decay_end: float = 0.9  # step: ... and ends
+    warmup_epochs: float = 0.0  # warmup_cosine
+    warmup_steps: int = 0  # warmup_cosine: overrides warmup_epochs when > 0
+    warmup_start_factor: float = 0.0
+    final_factor: float = 0.0  # warmup_cosine: final lr / lr
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    corruptions: str = "none"  # none, all, common, extra, or comma-separated names
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    fgsm: tuple[float, ...] = ()  # epsilons in [0, 1] pixel units
+    c_dir: str | None = None  # released -C files instead of on-the-fly corruptions
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    epochs: int = 10
+    max_steps: int = 0  # stop after this many optimizer steps (0 = epochs * steps per epoch)
+    device: str = "auto"  # auto, cpu, cuda
+    precision: str = "fp32"  # fp32, bf16, fp16
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint_every: int = 500  # steps
+    log_every: int = 50  # steps
+    metrics_format: str = "jsonl"  # jsonl or csv
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+
+CHOICES = {
+    "data.name": ("digits", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagenet"),
+    "data.augment": ("auto", "none", "crop", "crop_flip", "inception", "inception_randaugment"),
+    "method.name": ("sgd", "dropout", "damp", "daap", "sam", "asam"),
+    "optim.name": ("sgd", "adamw"),
+    "optim.schedule": ("step", "warmup_cosine", "constant"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "trainer.metrics_format": ("jsonl", "csv"),
+}
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(options)})"
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field annotation (str, int, float, bool, X | None, tuple[...])."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(hint)
+        inner = args[0]
+        if len(args) == 2 and args[1] is not Ellipsis and len(value) != 2:
+            raise ConfigError(f"{key}: expected 2 values, got {value!r}")
+        return tuple(_coerce(key, v, inner) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "5e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {path!r}{_suggest(key, list(known))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a section (mapping), got {value!r}")
+            kwargs[key] = _build(hint, value, f"{path}.")
+        else:
+            kwargs[key] = _coerce(path, value, hint)
+            if path in CHOICES and kwargs[key] not in CHOICES[path]:
+                raise ConfigError(f"{path}: {kwargs[key]!r} is not one of {', '.join(CHOICES[path])}"
+                                  f"{_suggest(str(kwargs[key]), list(CHOICES[path]))}")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"trainer.epochs=3"`` -> (["trainer", "epochs"], 3); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return key.strip().split("."), value
+
+
+def merge_override(values: dict, path: list[str], value: Any) -> None:
+    node = values
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML preset (optional), apply ``key=value`` overrides, and validate everything."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides:
+        merge_override(values, *parse_override(text))
+    cfg = _build(RunConfig, values)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    """Rebuild a validated config from :func:`to_dict` output (e.g. a checkpoint)."""
+    cfg = _build(RunConfig, values)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists), for YAML/JSON and checkpoints."""
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if not (value >= 0 if allow_zero else value > 0):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks that a type alone cannot express."""
+    from damp import corruptions
+
+    d, m, o, t, e = cfg.data, cfg.method, cfg.optim, cfg.trainer, cfg.eval
+    for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
+                       ("trainer.epochs", t.epochs), ("trainer.checkpoint_every", t.checkpoint_every),
+                       ("trainer.log_every", t.log_every), ("data.image_size", d.image_size),
+                       ("optim.lr", o.lr), ("method.num_perturbations", m.num_perturbations)):
+        _positive(key, value)
+    for key, value in (("trainer.max_steps", t.max_steps), ("data.num_workers", d.num_workers),
+                       ("data.crop_padding", d.crop_padding), ("optim.weight_decay", o.weight_decay),
+                       ("optim.clip_norm", o.clip_norm), ("optim.momentum", o.momentum),
+                       ("data.max_train_images", d.max_train_images), ("optim.warmup_epochs", o.warmup_epochs),
+                       ("optim.warmup_steps", o.warmup_steps), ("seed", cfg.seed)):
+        _positive(key, value, allow_zero=True)
+    if not 0 <= d.mixup < 1:
+        raise ConfigError(f"data.mixup: must be in [0, 1), got {d.mixup!r}")
+    if not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout!r}")
+    if d.batch_size % m.num_perturbations:
+        raise ConfigError(f"data.batch_size: {d.batch_size} is not divisible by method.num_perturbations="
+                          f"{m.num_perturbations}")
+    needs = {"damp": ["std"], "daap": ["std"], "sam": ["rho"], "asam": ["rho"]}.get(m.name, [])
+    for key in ("std", "rho", "eta"):
+        value = getattr(m, key)
+        if key in needs and value is None:
+            raise ConfigError(f"method.{key}: required for method {m.name!r}")
+        allowed = needs + (["eta"] if m.name == "asam" else [])
+        if value is not None and key not in allowed:
+            raise ConfigError(f"method.{key}: not a hyperparameter of {m.name!r}")
+        if value is not None and not value >= 0:
+            raise ConfigError(f"method.{key}: must be >= 0, got {value!r}")
+    if m.name in ("sgd", "dropout") and m.num_perturbations != 1:
+        raise ConfigError(f"method.num_perturbations: {m.name} takes no sub-batches (got {m.num_perturbations})")
+    if not 0 < o.lr_ratio <= 1:
+        raise ConfigError(f"optim.lr_ratio: must be in (0, 1], got {o.lr_ratio!r}")
+    if not 0 <= o.decay_start < o.decay_end <= 1:
+        raise ConfigError("optim.decay_start/decay_end: need 0 <= decay_start < decay_end <= 1")
+    if d.train_corruption is not None and d.train_corruption not in corruptions.CORRUPTIONS:
+        raise ConfigError(f"data.train_corruption: unknown corruption {d.train_corruption!r}"
+                          f"{_suggest(d.train_corruption, corruptions.names())}")
+    if not 0 <= d.train_corruption_severity <= 5:
+        raise ConfigError(f"data.train_corruption_severity: must be 0 (random) or 1-5, got "
+                          f"{d.train_corruption_severity}")
+    if any(not (isinstance(s, int) and 1 <= s <= 5) for s in e.severities) or not e.severities:
+        raise ConfigError(f"eval.severities: must be integers 1-5, got {list(e.severities)}")
+    if any(not 0 <= eps <= 1 for eps in e.fgsm):
+        raise ConfigError(f"eval.fgsm: epsilons are in [0, 1] pixel units, got {list(e.fgsm)}")
+    resolve_corruptions(e.corruptions)
+
+
+def resolve_corruptions(spec: str) -> list[str]:
+    """The corruption list of an ``eval.corruptions`` value."""
+    from damp import corruptions
+
+    if spec in ("none", ""):
+        return []
+    if spec in ("all", "common", "extra", "noise", "blur", "weather", "digital"):
+        return corruptions.names(spec)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        if name not in corruptions.CORRUPTIONS:
+            raise ConfigError(f"eval.corruptions: unknown corruption {name!r}{_suggest(name, corruptions.names())}")
+    return names

@@ -1,0 +1,99 @@
+"""Build the training and test data of a run from its config, behind the one loader protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from damp.data.arrays import ArrayDataset
+from damp.data.augment import crop_flip
+from damp.data.resident import ResidentLoader
+
+# Per-channel normalisation (applied inside the model), paper.md §2 "Preprocessing".
+STATS = {
+    "digits": ((0.5,), (0.5,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tiny_imagenet": ((122.4786 / 255, 114.2755 / 255, 101.3963 / 255), (70.4924 / 255, 68.5679 / 255, 71.8127 / 255)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+VIT_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViT inputs are normalised to [-1, 1]
+AUTO_AUGMENT = {"digits": "crop", "fashion_mnist": "crop_flip", "cifar10": "crop_flip", "cifar100": "crop_flip",
+                "tiny_imagenet": "crop_flip", "imagenet": "inception"}
+
+
+@dataclass
+class DataBundle:
+    """What the trainer needs: loaders plus the facts the model and evaluation depend on."""
+
+    train: Any  # loader protocol: iterable of (x float [0, 1], y), len, set_epoch, iter_from
+    test: Any  # same protocol, no shuffling
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    test_arrays: tuple[torch.Tensor, torch.Tensor] | None  # resident uint8 test set, when small
+    classes: list[str] | None = None
+
+
+def load_arrays(name: str, root: str | None, max_train_images: int = 0) -> ArrayDataset:
+    from damp.data import load_array_dataset
+
+    if name == "tiny_imagenet":
+        from damp.data.tiny_imagenet import load_tiny_imagenet
+        if root is None:
+            raise ValueError("data.root: tiny_imagenet needs the extracted tiny-imagenet-200 folder")
+        return load_tiny_imagenet(root, max_train_images)
+    data = load_array_dataset(name, root)
+    if max_train_images:
+        data = ArrayDataset(data.name, data.train_images[:max_train_images], data.train_labels[:max_train_images],
+                            data.test_images, data.test_labels, data.num_classes)
+    return data
+
+
+def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+               vit: bool = False) -> DataBundle:
+    """Loaders for ``cfg`` (a RunConfig). The per-process batch is data.batch_size / world_size."""
+    d = cfg.data
+    if d.batch_size % world_size:
+        raise ValueError(f"data.batch_size: {d.batch_size} is not divisible by the {world_size} processes")
+    per_rank = d.batch_size // world_size
+    augment = AUTO_AUGMENT[d.name] if d.augment == "auto" else d.augment
+    mean, std = VIT_STATS if vit else STATS[d.name]
+    if d.name == "imagenet":
+        from damp.data.imagenet import FolderDataset, FolderLoader, imagenet_samples
+
+        if d.root is None:
+            raise ValueError("data.root: imagenet needs a folder with train/ and val/ class folders")
+        if augment not in ("none", "inception", "inception_randaugment"):
+            raise ValueError(f"data.augment: {augment!r} does not apply to folder datasets")
+        train_samples, classes = imagenet_samples(d.root, "train")
+        if d.max_train_images:
+            train_samples = train_samples[:: max(1, len(train_samples) // d.max_train_images)][:d.max_train_images]
+        val_samples, _ = imagenet_samples(d.root, "val", classes)
+        area = (0.05, 1.0) if vit else (0.08, 1.0)  # ViT crops use area (0.05, 1) (paper.md §2)
+        train = FolderLoader(FolderDataset(train_samples, d.image_size, augment, cfg.seed, area), per_rank,
+                             shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size,
+                             num_workers=d.num_workers, device=device)
+        test = FolderLoader(FolderDataset(val_samples, d.image_size, "none"), d.eval_batch_size, shuffle=False,
+                            drop_last=False, num_workers=d.num_workers, device=device)
+        return DataBundle(train, test, len(classes), 3, d.image_size, mean, std, None, classes)
+
+    data = load_arrays(d.name, d.root, d.max_train_images)
+    if augment not in ("none", "crop", "crop_flip"):
+        raise ValueError(f"data.augment: {augment!r} applies to folder datasets only")
+    padding, flip = d.crop_padding, augment == "crop_flip"
+    fn = None if augment == "none" else (lambda x, g: crop_flip(x, g, padding=padding, flip=flip))
+    train = ResidentLoader(data.train_images, data.train_labels, per_rank, shuffle=True, drop_last=True, augment=fn,
+                           seed=cfg.seed, rank=rank, world_size=world_size, device=device)
+    if len(train) == 0:
+        raise ValueError(f"data.batch_size: {d.batch_size} is larger than the {len(data.train_labels)} training images")
+    test = ResidentLoader(data.test_images, data.test_labels, d.eval_batch_size, device=device)
+    if not vit:
+        mean, std = STATS[d.name]
+    return DataBundle(train, test, data.num_classes, data.in_channels, data.image_size, mean, std,
+                      (data.test_images, data.test_labels))

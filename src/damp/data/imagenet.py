@@ -1,0 +1,95 @@
+"""ImageNet-style class folders through a DataLoader with PIL decoding, behind the loader protocol.
+
+The loader shards a per-epoch permutation (a pure function of seed and epoch) across ranks and seeds
+each sample's augmentation from (seed, epoch, sample index), so order and augmentation do not
+depend on the number of workers, and ``iter_from(batch)`` resumes mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
+from damp.data.pil_augment import center_crop_eval, hflip, inception_crop, randaugment
+from damp.methods.perturb import derive_seed
+
+
+class FolderDataset(Dataset):
+    """(uint8 (3, S, S), label) for ``samples``; ``augment``: "none" (eval crop), "inception",
+    "inception_randaugment"."""
+
+    def __init__(self, samples: list[tuple[Path, int]], image_size: int, augment: str, seed: int = 0,
+                 inception_area: tuple[float, float] = (0.08, 1.0)) -> None:
+        self.samples, self.image_size, self.augment, self.seed = samples, image_size, augment, seed
+        self.inception_area = inception_area
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        im = load_rgb(path)
+        if self.augment == "none":
+            im = center_crop_eval(im, self.image_size)
+        else:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, i))
+            im = hflip(inception_crop(im, rng, self.image_size, self.inception_area), rng)
+            if self.augment == "inception_randaugment":
+                im = randaugment(im, rng, 2, 10.0)
+        return to_tensor_u8(im), label
+
+
+class FolderLoader:
+    """Iterable of (float (B, 3, S, S) in [0, 1], labels) over a :class:`FolderDataset`."""
+
+    def __init__(self, dataset: FolderDataset, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 4, device: torch.device | str = "cpu"
+                 ) -> None:
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.num_workers, self.device = num_workers, torch.device(device)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.epoch = epoch
+
+    def _per_rank(self) -> int:
+        n = len(self.dataset)
+        return n // self.world_size if self.drop_last else -(-n // self.world_size)
+
+    def __len__(self) -> int:
+        per = self._per_rank()
+        return per // self.batch_size if self.drop_last else -(-per // self.batch_size)
+
+    def indices(self) -> list[int]:
+        n = len(self.dataset)
+        order = (np.random.default_rng(derive_seed(self.seed, self.epoch, 0)).permutation(n) if self.shuffle
+                 else np.arange(n))
+        total = self._per_rank() * self.world_size
+        order = np.concatenate([order, order[: max(0, total - n)]])[:total]
+        return order[self.rank::self.world_size].tolist()
+
+    def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.indices()
+        batches = [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(start_batch, len(self))]
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for x, y in loader:
+            yield (x.to(self.device, non_blocking=True).float().div_(255.0),
+                   y.to(self.device, non_blocking=True))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iter_from(0)
+
+
+def imagenet_samples(root: str | Path, split: str, classes: list[str] | None = None
+                     ) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Samples of ``root/<split>/<class>/<file>``; the val classes are the train classes."""
+    return scan_class_folders(Path(root) / split, classes)
