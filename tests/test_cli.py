@@ -44,7 +44,7 @@ def test_short_demo_writes_results_and_report(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["demo", "--methods", "sgd,nope"], "Unknown demo method"),
-    (["demo", "--corruptions", "fogg"], "Unknown corruption"),
+    (["demo", "--corruptions", "fogg"], "unknown corruption 'fogg' (did you mean 'fog'?)"),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
     done = run_cli(*args, "--out", str(tmp_path / "o"), "--quiet")
