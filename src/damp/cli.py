@@ -123,6 +123,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from damp.evaluate import evaluate_saved_run
+    from damp.log import progress_bar
+
+    target = Path(args.target)
+    out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "evaluation.json"
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
+    variants = {k: v for k, v in (("a", args.imagenet_a), ("sketch", args.imagenet_sketch),
+                                  ("drawing", args.imagenet_drawing), ("cartoon", args.imagenet_cartoon),
+                                  ("d", args.imagenet_d), ("c_bar", args.imagenet_c_bar)) if v}
+    bar = progress_bar(0, "evaluate", not args.quiet)
+    with bar:
+        results = evaluate_saved_run(str(target), corruptions=args.corruptions, severities=args.severities,
+                                     c_dir=args.c_dir, fgsm=args.fgsm, seed=args.seed, device=args.device,
+                                     data_root=args.data_root, frost_dir=args.frost_dir, variants=variants,
+                                     imagenet_d_map=args.imagenet_d_map, progress=lambda *_: bar.update())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    line = f"clean error {results['clean']['error']:.2f}%"
+    summary = results["summary"]
+    if summary:
+        line += f"  mean corruption error {summary['mean_corruption_error']:.2f}%"
+        for key in ("mean_error_15x5", "mCE_alexnet"):
+            if key in summary:
+                line += f"  {key} {summary[key]:.2f}%"
+    for row in results["fgsm"]:
+        line += f"  FGSM({row['eps']:.4g}) {row['error']:.2f}%"
+    print(line)
+    for name, row in results["variants"].items():
+        print(f"{name}: error {row.get('error', row.get('mean_corruption_error')):.2f}%")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from damp.report import comparison_table, group, load_run, write_report
+
+    path = write_report(args.runs, args.out, baseline=args.baseline)
+    print(comparison_table(group([load_run(r) for r in args.runs])))
+    print(f"\nwrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="damp", description="DAMP and corruption-robustness tools for PyTorch.")
     parser.add_argument("--version", action="version", version=f"damp {__version__}")
@@ -149,6 +195,31 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="start over in a non-empty run directory")
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run: clean, corruptions, FGSM, ImageNet variants")
+    ev.add_argument("target", help="run directory (uses last.pt) or checkpoint file")
+    ev.add_argument("--corruptions", help="all, common, extra, none or comma-separated names (default: the run's)")
+    ev.add_argument("--severities", type=_severities, help="comma-separated 1-5 (default: the run's)")
+    ev.add_argument("--c-dir", help="released -C files: CIFAR-10/100-C .npy folder or Tiny/ImageNet-C folders")
+    ev.add_argument("--fgsm", type=float, nargs="*", help="FGSM epsilons in [0, 1] pixel units (ImageNet: 2/224 "
+                                                          "= 0.00893 in the paper); default: the run's")
+    ev.add_argument("--seed", type=int, default=0, help="seed of on-the-fly corruptions (default: 0)")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    ev.add_argument("--data-root", help="where the run's dataset lives now (overrides the saved data.root)")
+    ev.add_argument("--frost-dir", help="folder with the frost textures")
+    for key in ("a", "sketch", "drawing", "cartoon", "d", "c-bar"):
+        ev.add_argument(f"--imagenet-{key}", metavar="DIR", help=f"ImageNet-{key.upper() if len(key) == 1 else key} folder")
+    ev.add_argument("--imagenet-d-map", help="ImageNet-D class -> ImageNet-1k ids (json)")
+    ev.add_argument("--out", help="output JSON (default: RUN_DIR/evaluation.json)")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rep = sub.add_parser("report", help="compare runs: Markdown table, error-vs-severity curves, heatmaps")
+    rep.add_argument("runs", nargs="+", help="run directories (results.json or evaluation.json)")
+    rep.add_argument("--out", required=True, help="output directory for report.md and the PNG figures")
+    rep.add_argument("--baseline", help="run label the heatmap divides by (default: sgd)")
+    rep.set_defaults(func=cmd_report)
 
     cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")
     cor.add_argument("--data", required=True,

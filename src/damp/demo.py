@@ -17,6 +17,7 @@ import torch
 
 from damp import __version__
 from damp.config import RunConfig, load_config
+from damp.report import write_report
 from damp.train import train
 
 MARKER = ".damp-demo"
@@ -91,37 +92,13 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
         "units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"},
         "damp_version": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "report.md").write_text(markdown_report(results))
+    write_report([out / name for name in configs], out, title="damp demo: digits, small CNN, "
+                 f"{settings.epochs} epochs, every corruption at every severity")
     return results
 
 
 def results_table(results: dict) -> str:
-    """A Markdown table: clean error, error per severity, mean corruption error, training time."""
-    runs = results["runs"]
-    severities = sorted({s for r in runs.values() for s in r["summary"]["severity_error"]}, key=int)
-    header = ["method", "clean"] + [f"sev {s}" for s in severities] + ["corr. avg", "seconds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, run in runs.items():
-        row = [name, f"{run['clean']['error']:.2f}"]
-        row += [f"{run['summary']['severity_error'][s]:.2f}" for s in severities]
-        row += [f"{run['summary']['mean_corruption_error']:.2f}", f"{run['meta']['wall_seconds']:.0f}"]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    """The comparison table of the demo's runs (one seed each)."""
+    from damp.report import Run, comparison_table
 
-
-def markdown_report(results: dict) -> str:
-    """The demo's report.md."""
-    meta = results["meta"]
-    first = next(iter(results["runs"].values()))
-    names = list(first["corruptions"])
-    missing = first["meta"].get("unavailable_corruptions", {})
-    note = [f"Unavailable here, not evaluated: {', '.join(missing)} ({next(iter(missing.values()))})", ""] \
-        if missing else []
-    return "\n".join([
-        "# damp demo", "",
-        f"Dataset: {meta['dataset']}. Model: {meta['model']}, {meta['epochs']} epochs.",
-        f"Corruptions ({len(names)}, cifar preset, generated on the fly): {', '.join(names)}.", "",
-        *note,
-        "Top-1 error in % (lower is better); `sev s` is the mean over corruptions at severity s.", "",
-        results_table(results), "",
-        f"damp {meta['damp_version']}, torch {meta['torch']}, python {meta['python']}.", ""])
+    return comparison_table({name: [Run(Path(name), name, 0, run)] for name, run in results["runs"].items()})

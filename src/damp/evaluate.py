@@ -143,7 +143,244 @@ def evaluate_run(model: nn.Module, bundle, cfg) -> dict:
             results["meta"]["unavailable_corruptions"] = unavailable
         results["corruptions"] = evaluate_corruptions(model, images, labels, names, e.severities, seed=e.seed,
                                                       frost_dir=cfg.data.frost_dir)
-        results["summary"] = summarize(results["corruptions"])
+        results["summary"] = aggregate(results["corruptions"], cfg.data.name)
         results["meta"]["corruption_source"] = f"generated on the fly (damp.corruptions, seed {e.seed})"
-        results["meta"]["protocol"] = f"per-severity mean over {len(names)} corruptions (DAMP paper)"
+    if e.fgsm:
+        results["fgsm"] = fgsm_error(model, bundle.test, e.fgsm)
+    return results
+
+
+# AlexNet per-corruption mean errors (%) on ImageNet-C, for mCE (anchors.md A.10; RobustBench's row).
+ALEXNET_ERRORS = {"gaussian_noise": 88.16, "shot_noise": 88.83, "impulse_noise": 91.72, "defocus_blur": 82.20,
+                  "glass_blur": 83.08, "motion_blur": 78.72, "zoom_blur": 79.57, "snow": 86.80, "frost": 83.15,
+                  "fog": 82.36, "brightness": 55.85, "contrast": 85.43, "elastic_transform": 64.80,
+                  "pixelate": 71.86, "jpeg_compression": 60.68}
+IMAGENET_C_BAR = ("blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout",
+                  "cocentric_sine_waves", "inverse_sparkles", "perlin_noise", "plasma_noise",
+                  "single_frequency_greyscale", "sparkles")
+
+
+def fgsm_error(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epsilons: Sequence[float]
+               ) -> list[dict[str, float]]:
+    """Top-1 error (%) under one-step FGSM for each epsilon (paper.md §4 "FGSM").
+
+    One signed-gradient step of the summed cross-entropy on the true labels, in [0, 1] pixel space
+    (normalisation is inside the model, and its positive std keeps the gradient's sign), clipped to
+    [0, 1], model in eval mode. All epsilons share one gradient per batch.
+    """
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros(len(epsilons))
+    total = 0
+    try:
+        for x, y in batches:
+            x = x.detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                for i, eps in enumerate(epsilons):
+                    adversarial = (x + eps * grad.sign()).clamp_(0, 1)
+                    wrong[i] += (model(adversarial).argmax(-1) != y).sum().cpu()
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return [{"eps": float(eps), "error": 100.0 * float(w) / max(total, 1)} for eps, w in zip(epsilons, wrong)]
+
+
+def aggregate(results: dict[str, dict[str, dict[str, float]]], dataset: str) -> dict:
+    """Every aggregate we report, each labelled by its protocol.
+
+    - ``mean_corruption_error`` / ``severity_error``: per-severity mean over the corruptions present,
+      then the mean over severities (the DAMP paper's protocol, 19 corruptions on CIFAR/Tiny).
+    - ``mean_error_15x5``: mean over the 15 common corruptions x 5 severities (RobustBench,
+      ImageNet-C as the paper reports it), when all 75 are present.
+    - ``mCE_alexnet``: ImageNet-C mean over the 15 of sum_s E / sum_s E_AlexNet (in %), when all 75
+      are present and the dataset is ImageNet.
+    """
+    from damp.corruptions import names as corruption_names
+
+    out = summarize(results) if results else {}
+    common = corruption_names("common")
+    full = all(n in results and all(str(s) in results[n] for s in range(1, 6)) for n in common)
+    if full:
+        out["mean_error_15x5"] = sum(results[n][str(s)]["error"] for n in common for s in range(1, 6)) / 75
+        if dataset == "imagenet":
+            ce = [sum(results[n][str(s)]["error"] for s in range(1, 6)) / (5 * ALEXNET_ERRORS[n]) for n in common]
+            out["mCE_alexnet"] = 100.0 * sum(ce) / len(ce)
+    out["protocols"] = {"mean_corruption_error": f"per-severity mean over {len(results)} corruptions (DAMP paper)",
+                        "mean_error_15x5": "mean over 15 common corruptions x 5 severities (RobustBench / IN-C)",
+                        "mCE_alexnet": "ImageNet-C mCE normalised by AlexNet (Hendrycks & Dietterich)"}
+    return out
+
+
+def evaluate_c_dir(model: nn.Module, c_dir: str, names: Sequence[str], severities: Sequence[int], *,
+                   batch_size: int = 250, classes: list[str] | None = None, progress=None
+                   ) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate on released -C files: CIFAR-10/100-C `.npy` or Tiny-ImageNet-C / ImageNet-C folders
+    (images at their native size, no crop, as the paper's code)."""
+    from pathlib import Path
+
+    from damp.corruptions.dataset import read_array_c, read_folder_c
+
+    device = next(model.parameters()).device
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        results[name] = {}
+        for severity in severities:
+            if (Path(c_dir) / f"{name}.npy").is_file():
+                images, labels = read_array_c(c_dir, name, severity)
+                batches = _batches(images, labels, batch_size, device)
+            else:
+                samples, _ = read_folder_c(c_dir, name, severity, classes)
+                batches = folder_batches(samples, batch_size, device)
+            results[name][str(severity)] = classification_metrics(*predict(model, batches))
+            if progress is not None:
+                progress(name, severity)
+    return results
+
+
+def folder_batches(samples, batch_size: int, device: torch.device, size: int | None = None,
+                   transform: str = "native"):
+    """Batches of decoded folder images: "native" (as stored, resized only if sizes differ from
+    ``size``), "center" (clean-eval 224/256 centre crop) or "resize256" (256x256 then centre 224)."""
+    from damp.data.folders import load_rgb, to_tensor_u8
+    from damp.data.pil_augment import center_crop_eval
+
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        images = []
+        for path, _ in chunk:
+            im = load_rgb(path)
+            if transform == "center":
+                im = center_crop_eval(im, size or 224)
+            elif transform == "resize256":  # IN-A / Sketch: bicubic 256x256 (aspect not kept), centre 224
+                im = im.resize((256, 256), 3).crop((16, 16, 240, 240))
+            elif size is not None and im.size != (size, size):
+                im = im.resize((size, size), 3)
+            images.append(to_tensor_u8(im))
+        x = torch.stack(images).to(device).float() / 255
+        yield x, torch.tensor([label for _, label in chunk], device=device)
+
+
+def evaluate_variant(model: nn.Module, root: str, classes: list[str], *, transform: str, mask: bool = False,
+                     mapping: dict[str, list[int]] | None = None, batch_size: int = 100) -> dict[str, float]:
+    """Error (%) on an ImageNet variant folder ``root/<wnid or class>/<file>``.
+
+    ``mask``: restrict the logits to the classes present (ImageNet-A's 200-class protocol, applied to
+    every model family as the paper's numbers imply). ``mapping``: a folder class -> list of
+    ImageNet-1k indices (ImageNet-D); a prediction is correct if it is any of them.
+    """
+    from pathlib import Path
+
+    from damp.data.folders import scan_class_folders
+
+    device = next(model.parameters()).device
+    present = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+    if mapping is None:
+        unknown = [c for c in present if c not in classes]
+        if unknown:
+            raise ValueError(f"{root}: class folders {unknown[:3]} are not among the model's classes")
+        samples, _ = scan_class_folders(root, classes)
+    else:
+        samples, _ = scan_class_folders(root, present)
+    logits, labels = predict(model, folder_batches(samples, batch_size, device, 224, transform))
+    if mask:
+        allowed = torch.tensor([classes.index(c) for c in present], device=logits.device)
+        keep = torch.full_like(logits, float("-inf"))
+        keep[:, allowed] = 0
+        logits = logits + keep
+    prediction = logits.argmax(-1)
+    if mapping is not None:
+        table = torch.full((len(present), 3), -1, dtype=torch.long, device=logits.device)
+        for i, c in enumerate(present):
+            ids = [int(v) for v in mapping[c] if int(v) >= 0][:3]
+            table[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        correct = (table[labels] == prediction[:, None]).any(1)
+    else:
+        correct = prediction == labels
+    return {"error": 100.0 * (1 - correct.float().mean().item()), "images": len(labels)}
+
+
+def evaluate_saved_run(target: str, *, corruptions: str | None = None, severities: Sequence[int] | None = None,
+                       c_dir: str | None = None, fgsm: Sequence[float] | None = None, seed: int = 0,
+                       device: str = "cpu", data_root: str | None = None, frost_dir: str | None = None,
+                       variants: dict[str, str] | None = None, imagenet_d_map: str | None = None,
+                       progress=None) -> dict:
+    """Evaluate a run directory or checkpoint file with its clean weights; returns the results dict.
+
+    ``variants``: {"a" | "sketch" | "drawing" | "cartoon" | "d" | "c_bar": folder} for the ImageNet
+    variants the paper reports.
+    """
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from damp.checkpoint import find_checkpoint, load_checkpoint
+    from damp.config import config_from_dict, resolve_corruptions
+    from damp.data.build import build_data
+    from damp.train import model_for
+
+    path = Path(target)
+    ckpt = find_checkpoint(path) if path.is_dir() else path
+    if ckpt is None:
+        raise FileNotFoundError(f"{path}: no checkpoint (last.pt) in this run directory")
+    state = load_checkpoint(ckpt)
+    cfg = config_from_dict(state["config"])
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    if frost_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, frost_dir=frost_dir))
+    bundle = build_data(cfg, device=device, vit=cfg.model.name.startswith("vit"), need_train=False)
+    model = model_for(cfg, bundle).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt}: weights do not fit the model of its config ({str(err).splitlines()[0]})") from None
+    model.eval()
+    names = resolve_corruptions(corruptions if corruptions is not None else cfg.eval.corruptions)
+    severities = list(severities or cfg.eval.severities)
+    results: dict = {"clean": classification_metrics(*predict(model, bundle.test)), "corruptions": {},
+                     "summary": {}, "fgsm": [], "variants": {},
+                     "meta": {"checkpoint": str(ckpt), "step": int(state["step"]), "dataset": cfg.data.name,
+                              "model": cfg.model.name, "method": cfg.method.name,
+                              "units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"}}}
+    if names and c_dir is not None:
+        from damp.corruptions.dataset import available_corruptions
+        present = available_corruptions(c_dir)
+        missing = [n for n in names if n not in present]
+        names = [n for n in names if n in present]
+        if missing:
+            results["meta"]["unavailable_corruptions"] = {n: f"not in {c_dir}" for n in missing}
+        results["corruptions"] = evaluate_c_dir(model, c_dir, names, severities, classes=bundle.classes,
+                                                progress=progress)
+        results["meta"]["corruption_source"] = f"released files in {c_dir}"
+    elif names:
+        if bundle.test_arrays is None:
+            raise ValueError("--corruptions on a folder dataset needs --c-dir (the released -C folders)")
+        names, unavailable = available(names, cfg.data.frost_dir)
+        if unavailable:
+            results["meta"]["unavailable_corruptions"] = unavailable
+        images, labels = bundle.test_arrays
+        results["corruptions"] = evaluate_corruptions(model, images, labels, names, severities, seed=seed,
+                                                      frost_dir=cfg.data.frost_dir, progress=progress)
+        results["meta"]["corruption_source"] = f"generated on the fly (damp.corruptions, seed {seed})"
+    if results["corruptions"]:
+        results["summary"] = aggregate(results["corruptions"], cfg.data.name)
+    epsilons = list(fgsm) if fgsm is not None else list(cfg.eval.fgsm)
+    if epsilons:
+        results["fgsm"] = fgsm_error(model, bundle.test, epsilons)
+    for key, root in (variants or {}).items():
+        if bundle.classes is None:
+            raise ValueError(f"--imagenet-{key.replace('_', '-')}: ImageNet variants need an ImageNet-trained run")
+        if key == "c_bar":
+            c_bar = evaluate_c_dir(model, root, [n for n in IMAGENET_C_BAR if (Path(root) / n).is_dir()],
+                                   severities, classes=bundle.classes)
+            results["variants"]["imagenet_c_bar"] = {"corruptions": c_bar, **summarize(c_bar)}
+            continue
+        mapping = json.loads(Path(imagenet_d_map).read_text()) if key == "d" else None
+        if key == "d" and mapping is None:
+            raise ValueError("--imagenet-d needs --imagenet-d-map (class -> ImageNet-1k ids json)")
+        transform = "resize256" if key in ("a", "sketch", "d") else "center"
+        results["variants"][f"imagenet_{key}"] = evaluate_variant(model, root, bundle.classes, transform=transform,
+                                                                  mask=key == "a", mapping=mapping)
     return results

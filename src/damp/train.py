@@ -47,6 +47,14 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def model_for(cfg: RunConfig, bundle) -> nn.Module:
+    """The model of ``cfg`` for the data in ``bundle`` (classes, channels, size, normalisation)."""
+    extra = {"width": cfg.model.width} if cfg.model.name == "small_cnn" and cfg.model.width else {}
+    return build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                       image_size=bundle.image_size, dropout=cfg.model.dropout, mean=bundle.mean, std=bundle.std,
+                       **extra)
+
+
 def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
     """The method of ``cfg``; M counts sub-batches over all processes, so each process gets M / world."""
     m = cfg.method
@@ -138,10 +146,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
         vit = cfg.model.name.startswith("vit")
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=vit)
-        extra = {"width": cfg.model.width} if cfg.model.name == "small_cnn" and cfg.model.width else {}
-        model = build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                            image_size=bundle.image_size, dropout=cfg.model.dropout, mean=bundle.mean,
-                            std=bundle.std, **extra).to(device)
+        model = model_for(cfg, bundle).to(device)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         torch.manual_seed(derive_seed(cfg.seed, rank, 1))  # per-rank stream for dropout

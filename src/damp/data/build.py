@@ -56,9 +56,15 @@ def load_arrays(name: str, root: str | None, max_train_images: int = 0) -> Array
 
 
 def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-               vit: bool = False) -> DataBundle:
-    """Loaders for ``cfg`` (a RunConfig). The per-process batch is data.batch_size / world_size."""
+               vit: bool = False, need_train: bool = True) -> DataBundle:
+    """Loaders for ``cfg`` (a RunConfig). The per-process batch is data.batch_size / world_size.
+
+    ``need_train=False`` (evaluation) skips decoding the training images where it can.
+    """
     d = cfg.data
+    if not need_train:
+        from dataclasses import replace
+        d = replace(d, max_train_images=1)
     if d.batch_size % world_size:
         raise ValueError(f"data.batch_size: {d.batch_size} is not divisible by the {world_size} processes")
     per_rank = d.batch_size // world_size
@@ -90,7 +96,7 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
     fn = None if augment == "none" else (lambda x, g: crop_flip(x, g, padding=padding, flip=flip))
     train = ResidentLoader(data.train_images, data.train_labels, per_rank, shuffle=True, drop_last=True, augment=fn,
                            seed=cfg.seed, rank=rank, world_size=world_size, device=device)
-    if len(train) == 0:
+    if len(train) == 0 and need_train:
         raise ValueError(f"data.batch_size: {d.batch_size} is larger than the {len(data.train_labels)} training images")
     test = ResidentLoader(data.test_images, data.test_labels, d.eval_batch_size, device=device)
     if not vit:
