@@ -169,6 +169,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from damp.bench import run_bench
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
+    results = run_bench(args.device, args.quick, progress=lambda msg: print(f"measuring {msg} ...", file=sys.stderr))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    for name, row in results["models"].items():
+        ratios = "  ".join(f"{k}/sgd {v:.2f}" for k, v in row["step_time_ratio"].items())
+        print(f"{name} (batch {row['batch']}, M={row['num_perturbations']}, damp executor {row['damp_executor']}): "
+              f"sgd {row['images_per_s']['sgd']:.0f} img/s  {ratios}")
+    print(f"trainer / bare loop: {results['trainer']['trainer_vs_bare_loop']:.3f}")
+    for preset, row in results["corruptions"].items():
+        print(f"corruptions {preset}: {row['total_ms_per_image']:.2f} ms/image for 19x5 "
+              f"({row['speedup']:.1f}x the reference)" + (f", unavailable: {', '.join(row['unavailable'])}"
+                                                          if row["unavailable"] else ""))
+    print(f"evaluation: {results['evaluation']['images_per_s']:.0f} images/s ({results['evaluation']['model']})")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="damp", description="DAMP and corruption-robustness tools for PyTorch.")
     parser.add_argument("--version", action="version", version=f"damp {__version__}")
@@ -220,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="output directory for report.md and the PNG figures")
     rep.add_argument("--baseline", help="run label the heatmap divides by (default: sgd)")
     rep.set_defaults(func=cmd_report)
+
+    be = sub.add_parser("bench", help="measure step-time ratios vs SGD, trainer overhead, corruption and "
+                                      "evaluation throughput")
+    be.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    be.add_argument("--quick", action="store_true", help="fewer repeats, 32-px corruptions only (~2 min on CPU)")
+    be.add_argument("--out", required=True, help="output JSON file")
+    be.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    be.set_defaults(func=cmd_bench)
 
     cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")
     cor.add_argument("--data", required=True,

@@ -52,6 +52,7 @@ class MethodConfig:
     rho: float | None = None
     eta: float | None = None
     num_perturbations: int = 1  # M, counted over all processes as in the paper
+    executor: str = "auto"  # damp/daap: auto (fused on CUDA, loop on CPU), loop, fused
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ CHOICES = {
     "data.name": ("digits", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagenet"),
     "data.augment": ("auto", "none", "crop", "crop_flip", "inception", "inception_randaugment"),
     "method.name": ("sgd", "dropout", "damp", "daap", "sam", "asam"),
+    "method.executor": ("auto", "loop", "fused"),
     "optim.name": ("sgd", "adamw"),
     "optim.schedule": ("step", "warmup_cosine", "constant"),
     "trainer.device": ("auto", "cpu", "cuda"),

@@ -66,7 +66,7 @@ def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
                          f"{world_size} processes")
     hp = {"num_perturbations": m.num_perturbations // world_size}
     if name in ("damp", "daap"):
-        hp.update(std=m.std, seed=cfg.seed)
+        hp.update(std=m.std, seed=cfg.seed, executor=m.executor)
     else:
         hp.update(rho=m.rho)
         if name == "asam" and m.eta is not None:

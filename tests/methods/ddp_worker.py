@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from damp import methods
 
-HPARAMS = {"damp": {"std": 0.3, "num_perturbations": 2, "seed": 11},
+HPARAMS = {"damp": {"std": 0.3, "num_perturbations": 2, "seed": 11, "executor": "loop"},  # loop: the hook sees noise
            "daap": {"std": 0.05, "num_perturbations": 2, "seed": 11},
            "sam": {"rho": 0.1, "num_perturbations": 2},
            "sgd": {}}

@@ -10,13 +10,21 @@ from torch.nn.functional import cross_entropy
 from damp import methods
 from tests.conftest import small_cnn
 
-ALL = {
-    "sgd": {},
-    "damp": {"std": 0.3, "num_perturbations": 4, "seed": 3},
-    "daap": {"std": 0.05, "num_perturbations": 2, "seed": 3},
-    "sam": {"rho": 0.1, "num_perturbations": 2},
-    "asam": {"rho": 1.0, "eta": 0.01, "num_perturbations": 2},
+SPECS = {  # id -> (method name, hyperparameters); DAMP/DAAP with both executors
+    "sgd": ("sgd", {}),
+    "damp": ("damp", {"std": 0.3, "num_perturbations": 4, "seed": 3, "executor": "fused"}),
+    "damp-loop": ("damp", {"std": 0.3, "num_perturbations": 4, "seed": 3, "executor": "loop"}),
+    "daap": ("daap", {"std": 0.05, "num_perturbations": 2, "seed": 3, "executor": "fused"}),
+    "daap-loop": ("daap", {"std": 0.05, "num_perturbations": 2, "seed": 3}),  # auto = loop on CPU
+    "sam": ("sam", {"rho": 0.1, "num_perturbations": 2}),
+    "asam": ("asam", {"rho": 1.0, "eta": 0.01, "num_perturbations": 2}),
 }
+ALL = list(SPECS)
+
+
+def make(spec_id, **override):
+    name, hparams = SPECS[spec_id]
+    return methods.build(name, **{**hparams, **override})
 
 
 def params_of(model):
@@ -32,7 +40,7 @@ def assert_bit_identical(model, before):
 def test_restores_weights_and_fills_grads(name, batch):
     model = small_cnn()
     before = params_of(model)
-    loss = methods.build(name, **ALL[name]).backward(model, *batch, cross_entropy)
+    loss = make(name).backward(model, *batch, cross_entropy)
     assert loss.shape == () and not loss.requires_grad and torch.isfinite(loss)
     assert_bit_identical(model, before)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
@@ -51,8 +59,9 @@ def test_restores_weights_when_loss_raises(name, fail_at, batch):
             raise RuntimeError("boom")
         return cross_entropy(out, y)
 
-    method = methods.build(name, **ALL[name])
-    loss_calls = method.num_perturbations * (2 if name in ("sam", "asam") else 1)
+    method = make(name)
+    fused = name in ("damp", "daap")  # the fused executor: one pass
+    loss_calls = 1 if fused else method.num_perturbations * (2 if name in ("sam", "asam") else 1)
     if fail_at > loss_calls:
         pytest.skip(f"{name} calls the loss {loss_calls} times")
     with pytest.raises(RuntimeError, match="boom"):
@@ -70,20 +79,20 @@ def test_restores_weights_when_model_raises(name, batch):
 
     model[3].register_forward_pre_hook(hook)
     with pytest.raises(ValueError, match="model failed"):
-        methods.build(name, **ALL[name]).backward(model, *batch, cross_entropy)
+        make(name).backward(model, *batch, cross_entropy)
     assert_bit_identical(model, before)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_grads_accumulate_like_tensor_backward(name, batch):
     model = small_cnn()
-    method = methods.build(name, **ALL[name])
+    method = make(name)
     method.backward(model, *batch, cross_entropy)
     fresh = [p.grad.clone() for p in model.parameters()]
     model2 = small_cnn()
     for p in model2.parameters():
         p.grad = torch.ones_like(p)
-    method2 = methods.build(name, **ALL[name])
+    method2 = make(name)
     method2.backward(model2, *batch, cross_entropy)
     for p, g in zip(model2.parameters(), fresh):
         torch.testing.assert_close(p.grad, g + 1)
@@ -104,16 +113,16 @@ def test_zero_noise_gives_sgd_gradient(name, hp, batch):
         torch.testing.assert_close(p.grad, q.grad)
 
 
-@pytest.mark.parametrize("name", ["damp", "daap", "sam", "asam"])
+@pytest.mark.parametrize("name", ["damp", "damp-loop", "daap", "sam", "asam"])
 def test_nonzero_perturbation_changes_gradient(name, batch):
     reference = small_cnn(batchnorm=False)
     methods.SGD().backward(reference, *batch, cross_entropy)
     model = small_cnn(batchnorm=False)
-    methods.build(name, **ALL[name]).backward(model, *batch, cross_entropy)
+    make(name).backward(model, *batch, cross_entropy)
     assert not torch.allclose(model[-1].weight.grad, reference[-1].weight.grad)
 
 
-@pytest.mark.parametrize("name", ["damp", "daap"])
+@pytest.mark.parametrize("name", ["damp", "damp-loop", "daap"])
 def test_same_seed_same_gradients_and_state_dict_roundtrip(name, batch):
     def grads_after(method, model):
         model.zero_grad()
@@ -121,18 +130,18 @@ def test_same_seed_same_gradients_and_state_dict_roundtrip(name, batch):
         return [p.grad.clone() for p in model.parameters()]
 
     model = small_cnn(batchnorm=False)
-    a, b = methods.build(name, **ALL[name]), methods.build(name, **ALL[name])
+    a, b = make(name), make(name)
     for _ in range(2):
         for ga, gb in zip(grads_after(a, model), grads_after(b, model)):
             assert torch.equal(ga, gb)
     state = a.state_dict()
     expected = grads_after(a, model)
-    resumed = methods.build(name, **{**ALL[name], "seed": 999})
+    resumed = make(name, seed=999)
     assert not all(torch.equal(x, y) for x, y in zip(grads_after(resumed, model), expected))
     resumed.load_state_dict(state)
     for x, y in zip(grads_after(resumed, model), expected):
         assert torch.equal(x, y)
-    other = methods.build(name, **{**ALL[name], "seed": 4})
+    other = make(name, seed=4)
     assert not all(torch.equal(x, y) for x, y in zip(grads_after(other, model), expected))
 
 
@@ -149,11 +158,11 @@ def test_noise_never_reads_the_global_rng(batch):
 def test_gradscaler_and_clipping_compose(name, batch):
     """Scaled-then-unscaled gradients equal the unscaled ones (power-of-two scale is exact)."""
     plain = small_cnn(batchnorm=False)
-    methods.build(name, **ALL[name]).backward(plain, *batch, cross_entropy)
+    make(name).backward(plain, *batch, cross_entropy)
     model = small_cnn(batchnorm=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    methods.build(name, **ALL[name]).backward(model, *batch, cross_entropy, scaler=scaler)
+    make(name).backward(model, *batch, cross_entropy, scaler=scaler)
     scaler.unscale_(opt)
     for p, q in zip(model.parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad)

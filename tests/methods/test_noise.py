@@ -90,7 +90,7 @@ def test_each_subbatch_gets_its_own_noise_and_no_chain_factor():
     model = linear(w)
     seen = []
     model.register_forward_pre_hook(lambda mod, args: seen.append(mod.weight.detach()[0].clone()))
-    method = methods.DAMP(0.3, num_perturbations=2, seed=7)
+    method = methods.DAMP(0.3, num_perturbations=2, seed=7, executor="loop")
     method.backward(model, x, y, half_mse)
     assert len(seen) == 2 and not torch.equal(seen[0], seen[1])
     expected = sum((xm.T @ (xm @ v - ym)) / len(xm) for xm, ym, v in

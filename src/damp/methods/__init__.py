@@ -22,7 +22,7 @@ METHODS: dict[str, type[Method]] = {"sgd": SGD, "damp": DAMP, "daap": DAAP, "sam
 def hyperparameter_names(name: str) -> list[str]:
     """The hyperparameters :func:`build` accepts for method ``name``."""
     cls = _lookup(name)
-    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params", "executor")]
 
 
 def _lookup(name: str) -> type[Method]:
@@ -39,7 +39,7 @@ def build(name: str, **hparams: Any) -> Method:
         ValueError: naming the method or the hyperparameter that is unknown or invalid.
     """
     cls = _lookup(name)
-    allowed = hyperparameter_names(name)
+    allowed = hyperparameter_names(name) + (["executor"] if issubclass(cls, WeightNoise) else [])
     for key in hparams:
         if key not in allowed:
             raise ValueError(f"Invalid hyperparameter for {name}: {key!r} (accepted: {', '.join(allowed)})")
