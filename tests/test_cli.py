@@ -36,7 +36,8 @@ def test_short_demo_writes_results_and_report(tmp_path, capsys):
     assert set(run["corruptions"]) == {"gaussian_noise", "impulse_noise"}
     assert set(run["corruptions"]["gaussian_noise"]) == {"1", "5"}
     assert 0 <= run["clean"]["error"] <= 100 and set(run["clean"]) == {"error", "nll", "ece"}
-    assert "| damp |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| damp σ=0.2 | 1 |" in report and "2 corruptions" in report
     # Re-running into the demo's own directory is allowed.
     assert main(["demo", "--out", str(out), "--epochs", "1", "--methods", "sgd", "--corruptions",
                  "shot_noise", "--severities", "2", "--quiet"]) == 0

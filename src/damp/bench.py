@@ -64,13 +64,23 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     candidates = {"sgd": methods.SGD(), "damp": methods.DAMP(0.1, m, seed=0), "daap": methods.DAAP(0.01, m, seed=0),
                   "sam": methods.SAM(0.05, m), "asam": methods.ASAM(1.0, num_perturbations=m)}
-    seconds = {}
+    def step(method) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        method.backward(model, x, y, F.cross_entropy, autocast_dtype=dtype)
+        optimizer.step()
+
+    # Round-robin over the methods, so slow drifts of a shared machine hit every method alike.
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
     for name, method in candidates.items():
-        def step(method=method) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            method.backward(model, x, y, F.cross_entropy, autocast_dtype=dtype)
-            optimizer.step()
-        seconds[name] = _median_time(step, repeats, device)
+        step(method)  # warm-up
+    for _ in range(repeats):
+        for name, method in candidates.items():
+            _sync(device)
+            start = time.perf_counter()
+            step(method)
+            _sync(device)
+            samples[name].append(time.perf_counter() - start)
+    seconds = {name: statistics.median(values) for name, values in samples.items()}
     executor = "fused" if candidates["damp"].fused_modules(model, [p for _, p in methods.perturbed_parameters(model)]) \
         else "loop"
     return {"model": model_name, "batch": batch, "num_perturbations": m, "precision": precision,

@@ -136,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     variants = {k: v for k, v in (("a", args.imagenet_a), ("sketch", args.imagenet_sketch),
                                   ("drawing", args.imagenet_drawing), ("cartoon", args.imagenet_cartoon),
                                   ("d", args.imagenet_d), ("c_bar", args.imagenet_c_bar)) if v}
-    bar = progress_bar(0, "evaluate", not args.quiet)
+    bar = progress_bar(None, "evaluate corruptions", not args.quiet)
     with bar:
         results = evaluate_saved_run(str(target), corruptions=args.corruptions, severities=args.severities,
                                      c_dir=args.c_dir, fgsm=args.fgsm, seed=args.seed, device=args.device,
@@ -276,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of an error as one line; for errors re-raised from DataLoader workers (whose message
+    embeds the worker's traceback) the original error's last line."""
+    text = str(err).strip()
+    if "Traceback" in text:
+        text = text.splitlines()[-1]
+        text = text.split(": ", 1)[1] if text.startswith(("damp.", "DataFormatError")) and ": " in text else text
+    return " ".join(text.split("\n")) if text else type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as err:
-        print(f"damp {args.command}: error: {err}", file=sys.stderr)
+        print(f"damp {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except RuntimeError as err:
         from damp.train import NonFiniteLossError

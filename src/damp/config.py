@@ -35,6 +35,7 @@ class DataConfig:
     num_workers: int = 4  # folder datasets only
     image_size: int = 224  # folder datasets only
     max_train_images: int = 0  # use only the first N training images (0 = all); for smoke runs
+    skip_bad_images: bool = False  # folder datasets: drop undecodable images (counted) instead of failing
     frost_dir: str | None = None
 
 
@@ -115,6 +116,7 @@ CHOICES = {
     "data.name": ("digits", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagenet"),
     "data.augment": ("auto", "none", "crop", "crop_flip", "inception", "inception_randaugment"),
     "method.name": ("sgd", "dropout", "damp", "daap", "sam", "asam"),
+    "model.name": ("small_cnn", "mlp", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16"),
     "method.executor": ("auto", "loop", "fused"),
     "optim.name": ("sgd", "adamw"),
     "optim.schedule": ("step", "warmup_cosine", "constant"),

@@ -92,8 +92,10 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
         "units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"},
         "damp_version": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    first = next(iter(runs.values()))
     write_report([out / name for name in configs], out, title="damp demo: digits, small CNN, "
-                 f"{settings.epochs} epochs, every corruption at every severity")
+                 f"{settings.epochs} epochs, {len(first['corruptions'])} corruptions x "
+                 f"{len(settings.severities)} severities")
     return results
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from damp import __version__, methods
@@ -79,6 +80,9 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) ->
     if resume:
         path = find_checkpoint(out)
         if path is None:
+            saved = out / "config.yaml"
+            if saved.is_file() and yaml.safe_load(saved.read_text()) == to_dict(cfg):
+                return None  # killed before its first checkpoint: the same run starts from step 0
             raise FileNotFoundError(f"{out}: no checkpoint to resume from (last.pt / previous.pt)")
         state = load_checkpoint(path)
         saved = state.get("config", {})
@@ -112,8 +116,14 @@ class MetricsLog:
             return []
         with open(self.path, newline="") as f:
             if self.fmt == "csv":
-                return list(csv.DictReader(f))
-            return [json.loads(line) for line in f if line.strip()]
+                return [r for r in csv.DictReader(f) if None not in r.values()]
+            rows = []
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill: beyond the checkpoint anyway
+                    continue
+            return rows
 
     def _write(self, f, row: dict) -> None:
         if self.fmt == "csv":
@@ -138,7 +148,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
         device = resolve_device(t.device, local_rank)
         state = prepare_run_dir(out, cfg, resume, overwrite) if is_main() else None
         barrier()
-        if not is_main() and resume:
+        if not is_main() and resume and find_checkpoint(out) is not None:
             state = load_checkpoint(find_checkpoint(out))
         if is_main():
             out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +267,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
 
             results = evaluate_run(unwrap(model), bundle, cfg)
             results["meta"].update({"run": str(out), "method": cfg.method.name, "steps": step,
-                                    "world_size": world, "damp_version": __version__})
+                                    "world_size": world, "damp_version": __version__,
+                                    "skipped_images": bundle.skipped_images})
             (out / "results.json").write_text(json.dumps(results, indent=2))
         barrier()
         return results

@@ -38,6 +38,7 @@ class DataBundle:
     std: tuple[float, ...]
     test_arrays: tuple[torch.Tensor, torch.Tensor] | None  # resident uint8 test set, when small
     classes: list[str] | None = None
+    skipped_images: int = 0  # undecodable images dropped (data.skip_bad_images)
 
 
 def load_arrays(name: str, root: str | None, max_train_images: int = 0) -> ArrayDataset:
@@ -81,13 +82,19 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
         if d.max_train_images:
             train_samples = train_samples[:: max(1, len(train_samples) // d.max_train_images)][:d.max_train_images]
         val_samples, _ = imagenet_samples(d.root, "val", classes)
+        skipped = 0
+        if d.skip_bad_images:
+            from damp.data.folders import decodable
+            train_ok, val_ok = decodable(train_samples), decodable(val_samples)
+            skipped = len(train_samples) - len(train_ok) + len(val_samples) - len(val_ok)
+            train_samples, val_samples = train_ok, val_ok
         area = (0.05, 1.0) if vit else (0.08, 1.0)  # ViT crops use area (0.05, 1) (paper.md §2)
         train = FolderLoader(FolderDataset(train_samples, d.image_size, augment, cfg.seed, area), per_rank,
                              shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size,
                              num_workers=d.num_workers, device=device)
         test = FolderLoader(FolderDataset(val_samples, d.image_size, "none"), d.eval_batch_size, shuffle=False,
                             drop_last=False, num_workers=d.num_workers, device=device)
-        return DataBundle(train, test, len(classes), 3, d.image_size, mean, std, None, classes)
+        return DataBundle(train, test, len(classes), 3, d.image_size, mean, std, None, classes, skipped)
 
     data = load_arrays(d.name, d.root, d.max_train_images)
     if augment not in ("none", "crop", "crop_flip"):

@@ -73,6 +73,6 @@ def write_cifar_fixture(root: str | Path, images: np.ndarray, labels: np.ndarray
     chunks = np.array_split(np.arange(len(images)), len(train_files))
     for name, idx in zip(train_files, chunks):
         with open(root / name, "wb") as f:
-            pickle.dump({b"data": images[idx].reshape(len(idx), -1), key: labels[idx].tolist()}, f)
+            pickle.dump({b"data": images[idx].reshape(len(idx), 3072), key: labels[idx].tolist()}, f)
     with open(root / test_files[0], "wb") as f:
-        pickle.dump({b"data": test_images.reshape(len(test_images), -1), key: test_labels.tolist()}, f)
+        pickle.dump({b"data": test_images.reshape(len(test_images), 3072), key: test_labels.tolist()}, f)

@@ -63,3 +63,16 @@ def center_crop(im: Image.Image, size: int) -> Image.Image:
 def to_tensor_u8(im: Image.Image) -> torch.Tensor:
     """PIL RGB -> uint8 (3, H, W)."""
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def decodable(samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The samples whose file Pillow can decode (a full decode of each: opt-in, it reads every file)."""
+    ok = []
+    for path, label in samples:
+        try:
+            with Image.open(path) as im:
+                im.load()
+            ok.append((path, label))
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            continue
+    return ok

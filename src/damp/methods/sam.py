@@ -48,10 +48,13 @@ def ascent_perturbation(grads: list[torch.Tensor], rho: float,
     scales = scales if scales is not None else [None] * len(grads)
     scaled = [g if t is None else g * t for g, t in zip(grads, scales)]
     device = grads[0].device
-    norm = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(s.float()).to(device) for s in scaled]))
+    norms = torch._foreach_norm(scaled)  # one fused call for every tensor's norm
+    norm = torch.linalg.vector_norm(torch.stack([n.float().to(device) for n in norms]))
     factor = rho / (norm + NORM_EPS)
-    return [(s if t is None else s * t) * factor.to(s.device, s.dtype) for s, t in zip(scaled, scales)]
+    weighted = [s if t is None else s * t for s, t in zip(scaled, scales)]
+    if all(w.device == device and w.dtype == weighted[0].dtype for w in weighted):
+        return torch._foreach_mul(weighted, factor.to(weighted[0].dtype))
+    return [w * factor.to(w.device, w.dtype) for w in weighted]
 
 
 class SAM(Method):
@@ -97,8 +100,8 @@ class SAM(Method):
                 eps = ascent_perturbation([grads[i] for i in used], self.rho,
                                           None if scales is None else [scales[i] for i in used])
                 with torch.no_grad():
-                    for i, e in zip(used, eps):
-                        params[i].add_(e.to(params[i].dtype))
+                    torch._foreach_add_([params[i] for i in used],
+                                        [e.to(params[i].dtype) for i, e in zip(used, eps)])
                 with frozen_batchnorm_stats(model), grad_sync(model, enabled=m == m_total - 1):
                     perturbed_loss = forward_loss(model, x, y, loss_fn, autocast_dtype)
                     run_backward(perturbed_loss / m_total, scaler)
