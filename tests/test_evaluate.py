@@ -22,6 +22,14 @@ def test_metrics_by_hand():
     assert m["ece"] == pytest.approx(100 * expected_ece, rel=1e-5)
 
 
+def test_ece_bins_are_left_open_right_closed():
+    """A confidence exactly on a bin edge belongs to the bin below: (0.7, 0.8] holds 0.8."""
+    logits = torch.log(torch.tensor([[0.8, 0.2], [0.75, 0.25]]))
+    # Both land in (0.7, 0.8]: one bin, mean confidence 0.775, accuracy 1/2 -> ECE 0.275.
+    m = classification_metrics(logits, torch.tensor([0, 1]), bins=10)
+    assert m["ece"] == pytest.approx(27.5, rel=1e-4)
+
+
 def test_perfectly_calibrated_confident_model_has_zero_ece():
     logits = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
     m = classification_metrics(logits, torch.tensor([0, 1]))

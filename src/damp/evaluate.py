@@ -31,8 +31,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, bins: int
     correct = (prediction == labels).float()
     nll = F.cross_entropy(logits, labels).item()
     edges = torch.linspace(0, 1, bins + 1, device=logits.device)
-    which = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i covers (edge_i, edge_i+1]
-    count = torch.zeros(bins, device=logits.device).index_add_(0, which, torch.ones_like(confidence))
+    which = torch.bucketize(confidence, edges[1:-1], right=False)  # bin i covers (edge_i, edge_i+1]
     gap = torch.zeros(bins, device=logits.device).index_add_(0, which, confidence - correct)
     ece = gap.abs().sum() / max(len(labels), 1)
     return {"error": 100.0 * (1.0 - correct.mean().item()), "nll": nll, "ece": 100.0 * ece.item()}

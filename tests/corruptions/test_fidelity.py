@@ -244,3 +244,31 @@ def test_canny_finds_a_step_edge_and_distance_transform():
     assert abs(d[4, 8] - 4) < 1e-6
     eq = equalize_hist(torch.tensor([[[0.0, 0, 1, 2]]]))
     assert eq.tolist() == [[[0.0, 0.0, 128.0, 255.0]]]
+
+
+def per_tap_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
+    """Reference: order-1 interpolation with each tap's index mapped by the boundary mode (OpenCV/scipy)."""
+    from damp.corruptions._common import boundary_index
+
+    b, ch, h, w = x.shape
+    r0, c0 = rows.floor(), cols.floor()
+    fr, fc = (rows - r0)[:, None], (cols - c0)[:, None]
+    r = [boundary_index(r0.long(), h, mode), boundary_index(r0.long() + 1, h, mode)]
+    c = [boundary_index(c0.long(), w, mode), boundary_index(c0.long() + 1, w, mode)]
+    flat = x.reshape(b, ch, h * w)
+
+    def tap(ri, ci):
+        return flat.gather(2, (ri * w + ci).reshape(b, 1, -1).expand(b, ch, -1)).reshape(b, ch, *rows.shape[1:])
+
+    top = tap(r[0], c[0]) * (1 - fc) + tap(r[0], c[1]) * fc
+    return top * (1 - fr) + (tap(r[1], c[0]) * (1 - fc) + tap(r[1], c[1]) * fc) * fr
+
+
+@pytest.mark.parametrize("mode", ["mirror", "reflect"])
+def test_grid_sample_reflection_equals_per_tap_boundary_mapping(mode):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 7, generator=g, dtype=torch.float64)
+    rows = torch.rand(2, 9, 7, generator=g, dtype=torch.float64) * 14 - 3.5  # well outside the image too
+    cols = torch.rand(2, 9, 7, generator=g, dtype=torch.float64) * 12 - 3
+    ours = digital.grid_sample_reflect(x, rows, cols, mode)
+    torch.testing.assert_close(ours, per_tap_bilinear(x, rows, cols, mode), atol=1e-9, rtol=0)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from damp.corruptions._common import boundary_index, gaussian_blur2d, hsv_to_rgb, rgb_to_hsv
+from damp.corruptions._common import gaussian_blur2d, hsv_to_rgb, rgb_to_hsv
 
 # anchors.md A.4 #13: added to V in HSV.
 BRIGHTNESS = {"cifar": (.05, .1, .15, .2, .3), "tiny": (.1, .2, .3, .4, .5), "imagenet": (.1, .2, .3, .4, .5)}
@@ -67,32 +67,14 @@ def contrast(x: torch.Tensor, c: float, generator: torch.Generator) -> torch.Ten
 
 # ---------------------------------------------------------------------------------------------- elastic
 
-def bilinear_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sample (B, C, H, W) images at float (B, H, W) coordinates, order-1 interpolation; out-of-range
-    taps are mapped by the boundary ``mode`` (see boundary_index), as scipy/OpenCV do per tap."""
-    b, ch, h, w = x.shape
-    r0, c0 = rows.floor(), cols.floor()
-    fr, fc = (rows - r0).to(x.dtype), (cols - c0).to(x.dtype)
-    r0, c0 = r0.long(), c0.long()
-    r = [boundary_index(r0, h, mode), boundary_index(r0 + 1, h, mode)]
-    c = [boundary_index(c0, w, mode), boundary_index(c0 + 1, w, mode)]
-    flat = x.reshape(b, ch, h * w)
-
-    def tap(ri, ci):
-        idx = (ri * w + ci).reshape(b, 1, -1).expand(b, ch, -1)
-        return flat.gather(2, idx).reshape(b, ch, *rows.shape[1:])
-
-    fr, fc = fr[:, None], fc[:, None]
-    top = tap(r[0], c[0]) * (1 - fc) + tap(r[0], c[1]) * fc
-    bottom = tap(r[1], c[0]) * (1 - fc) + tap(r[1], c[1]) * fc
-    return top * (1 - fr) + bottom * fr
-
-
 def grid_sample_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
-    """:func:`bilinear_sample` through ``F.grid_sample`` (one fused kernel). Its reflection padding
-    reflects the continuous coordinate about the edge pixel centres (align_corners=True: "mirror",
-    BORDER_REFLECT_101) or the image borders (False: "reflect", half-sample symmetric); for linear
-    interpolation that equals mapping each tap index, which is what OpenCV and scipy do."""
+    """Sample (B, C, H, W) images at float (B, H, W) coordinates with order-1 interpolation.
+
+    OpenCV (warpAffine) and scipy (map_coordinates) map each interpolation tap's index by the
+    boundary mode. ``F.grid_sample``'s reflection padding instead reflects the continuous coordinate
+    about the edge pixel centres (align_corners=True: "mirror", BORDER_REFLECT_101) or about the
+    image borders (False: "reflect", half-sample symmetric). For linear interpolation both give the
+    same value (tested against a per-tap implementation), and grid_sample is one fused kernel."""
     h, w = x.shape[-2:]
     if mode == "mirror":
         gy, gx = 2 * rows / max(h - 1, 1) - 1, 2 * cols / max(w - 1, 1) - 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+import torch  # noqa: F401 - the doctest above uses it
 from torch import nn
 
 from damp.models.resnet import preact_resnet18, resnet18, resnet50
