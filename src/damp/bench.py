@@ -63,7 +63,10 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     y = torch.randint(0, 10, (batch,), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     candidates = {"sgd": methods.SGD(), "damp": methods.DAMP(0.1, m, seed=0), "daap": methods.DAAP(0.01, m, seed=0),
-                  "sam": methods.SAM(0.05, m), "asam": methods.ASAM(1.0, num_perturbations=m)}
+                  "sam": methods.SAM(0.05, m), "asam": methods.ASAM(1.0, num_perturbations=m),
+                  # Both DAMP executors, whatever "auto" picks on this device.
+                  "damp_fused": methods.DAMP(0.1, m, seed=0, executor="fused"),
+                  "damp_loop": methods.DAMP(0.1, m, seed=0, executor="loop")}
     def step(method) -> None:
         optimizer.zero_grad(set_to_none=True)
         method.backward(model, x, y, F.cross_entropy, autocast_dtype=dtype)
