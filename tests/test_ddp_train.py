@@ -35,3 +35,15 @@ def test_two_process_gloo_train_and_resume(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert load_checkpoint(out / "last.pt")["step"] == 6
     assert "clean error" in second.stdout
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_every_rank_promptly(tmp_path):
+    import time
+
+    start = time.time()
+    done = torchrun(*ARGS, "--set", "optim.lr=1e30", "--set", "trainer.max_steps=20", "--set",
+                    "trainer.log_every=1", "--out", str(tmp_path / "run"))
+    assert done.returncode != 0
+    assert "non-finite loss" in done.stderr
+    assert time.time() - start < 90, "a healthy rank waited for its peer"

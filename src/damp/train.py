@@ -178,6 +178,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
                 method.load_state_dict(state["method"])
             rng = state["rng"]
             torch.set_rng_state(rng[rank] if rank < len(rng) else rng[0])
+            cuda_rng = state.get("cuda_rng") or []
+            if device.type == "cuda" and rank < len(cuda_rng):
+                torch.cuda.set_rng_state(cuda_rng[rank], device)
             step, running = int(state["step"]), dict(state["running"])
         net = model
         if world > 1:
@@ -194,6 +197,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
             payload = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                        "method": method.state_dict(), "rng": all_gather_objects(torch.get_rng_state()),
+                       "cuda_rng": all_gather_objects(torch.cuda.get_rng_state(device))
+                       if device.type == "cuda" else [],
                        "step": step, "epoch": step // steps_per_epoch, "running": running,
                        "config": to_dict(cfg), "damp_version": __version__}
             if is_main():
@@ -290,6 +295,10 @@ def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: i
 
 def _check_finite(first_bad: torch.Tensor, loss_sum: torch.Tensor, step: int, optimizer, method) -> None:
     bad_step = int(first_bad)
+    if torch.distributed.is_initialized():  # every rank stops together, or the healthy ones would hang
+        flag = torch.tensor([bad_step], device=first_bad.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        bad_step = int(flag)
     if bad_step >= 0:
         raise NonFiniteLossError(
             f"non-finite loss ({float(loss_sum)}) at step {bad_step} (lr {optimizer.param_groups[0]['lr']:.4g}, "
