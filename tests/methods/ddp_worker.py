@@ -4,6 +4,7 @@ Usage: python -m torch.distributed.run --nproc_per_node=2 ddp_worker.py METHOD O
 Every rank trains a few steps on its own data shard; rank 0 saves the gathered results.
 """
 
+import os
 import sys
 
 import torch
@@ -49,3 +50,4 @@ def main(name: str, out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    os._exit(0)  # skip finalisation: gloo's threads can abort at interpreter exit (see damp.cli.run)
