@@ -62,7 +62,6 @@ def test_results_schema_and_sources_agree(runs, tmp_path):
 def test_report_table_figures_and_heatmap(runs, tmp_path):
     for name in runs:
         for run in runs[name]:
-            evaluate_saved_run(str(run), corruptions="gaussian_noise,contrast")  # ensure corruptions exist
             res = evaluate_saved_run(str(run), corruptions="gaussian_noise,contrast", severities=[1, 3, 5])
             (run / "evaluation.json").write_text(json.dumps(res))
     dirs = [str(r) for rs in runs.values() for r in rs]
@@ -121,3 +120,12 @@ def test_imagenet_a_mask_and_d_mapping(tmp_path):
     (d / "stuff").mkdir(parents=True)
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(d / "stuff" / "x.png")
     assert evaluate_variant(model, str(d), classes, transform="resize256", mapping={"stuff": [2, 0, -1]})["error"] == 0
+
+
+def test_trainer_evaluates_released_files_from_eval_c_dir(tmp_path):
+    assert main(["corrupt", "--data", "digits", "--out", str(tmp_path / "c"), "--corruptions", "fog",
+                 "--severities", "2", "--quiet"]) == 0
+    results = train(load_config(None, QUICK + ["eval.corruptions=fog", "eval.severities=[2]",
+                                               f"eval.c_dir={tmp_path / 'c'}"]), tmp_path / "run")
+    assert "released files" in results["meta"]["corruption_source"]
+    assert set(results["corruptions"]["fog"]) == {"2"}

@@ -119,6 +119,33 @@ def available(names: Sequence[str], frost_dir: str | None = None) -> tuple[list[
     return [n for n in names if n not in unavailable], unavailable
 
 
+def corruption_results(model: nn.Module, bundle, cfg, names: Sequence[str], severities: Sequence[int], *,
+                       seed: int, c_dir: str | None = None, progress=None) -> tuple[dict, dict]:
+    """Corruption metrics from released files (``c_dir``) or generated on the fly, their aggregates,
+    and meta entries naming the source and anything unavailable. Returns (results, meta)."""
+    from pathlib import Path
+
+    meta: dict = {}
+    if c_dir is not None:
+        from damp.corruptions.dataset import available_corruptions
+        present = available_corruptions(c_dir)
+        unavailable = {n: f"not in {c_dir}" for n in names if n not in present}
+        names = [n for n in names if n in present]
+        corrupted = evaluate_c_dir(model, c_dir, names, severities, classes=bundle.classes, progress=progress)
+        meta["corruption_source"] = f"released files in {Path(c_dir)}"
+    else:
+        if bundle.test_arrays is None:
+            raise ValueError("corruptions on a folder dataset need released -C folders (--c-dir / eval.c_dir)")
+        names, unavailable = available(names, cfg.data.frost_dir)
+        images, labels = bundle.test_arrays
+        corrupted = evaluate_corruptions(model, images, labels, names, severities, seed=seed,
+                                         frost_dir=cfg.data.frost_dir, progress=progress)
+        meta["corruption_source"] = f"generated on the fly (damp.corruptions, seed {seed})"
+    if unavailable:
+        meta["unavailable_corruptions"] = unavailable
+    return corrupted, meta
+
+
 def evaluate_run(model: nn.Module, bundle, cfg) -> dict:
     """Clean metrics plus the configured robustness evaluation of a trained model (clean weights).
 
@@ -133,17 +160,10 @@ def evaluate_run(model: nn.Module, bundle, cfg) -> dict:
                               "dataset": cfg.data.name, "model": cfg.model.name}}
     names = resolve_corruptions(e.corruptions)
     if names:
-        if bundle.test_arrays is None:
-            raise ValueError("eval.corruptions: on-the-fly corruption needs an in-memory test set; for folder "
-                             "datasets point eval.c_dir at the released -C folders")
-        images, labels = bundle.test_arrays
-        names, unavailable = available(names, cfg.data.frost_dir)
-        if unavailable:
-            results["meta"]["unavailable_corruptions"] = unavailable
-        results["corruptions"] = evaluate_corruptions(model, images, labels, names, e.severities, seed=e.seed,
-                                                      frost_dir=cfg.data.frost_dir)
+        results["corruptions"], meta = corruption_results(model, bundle, cfg, names, e.severities, seed=e.seed,
+                                                          c_dir=e.c_dir)
+        results["meta"].update(meta)
         results["summary"] = aggregate(results["corruptions"], cfg.data.name)
-        results["meta"]["corruption_source"] = f"generated on the fly (damp.corruptions, seed {e.seed})"
     if e.fgsm:
         results["fgsm"] = fgsm_error(model, bundle.test, e.fgsm)
     return results
@@ -343,26 +363,11 @@ def evaluate_saved_run(target: str, *, corruptions: str | None = None, severitie
                      "meta": {"checkpoint": str(ckpt), "step": int(state["step"]), "dataset": cfg.data.name,
                               "model": cfg.model.name, "method": cfg.method.name,
                               "units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"}}}
-    if names and c_dir is not None:
-        from damp.corruptions.dataset import available_corruptions
-        present = available_corruptions(c_dir)
-        missing = [n for n in names if n not in present]
-        names = [n for n in names if n in present]
-        if missing:
-            results["meta"]["unavailable_corruptions"] = {n: f"not in {c_dir}" for n in missing}
-        results["corruptions"] = evaluate_c_dir(model, c_dir, names, severities, classes=bundle.classes,
-                                                progress=progress)
-        results["meta"]["corruption_source"] = f"released files in {c_dir}"
-    elif names:
-        if bundle.test_arrays is None:
-            raise ValueError("--corruptions on a folder dataset needs --c-dir (the released -C folders)")
-        names, unavailable = available(names, cfg.data.frost_dir)
-        if unavailable:
-            results["meta"]["unavailable_corruptions"] = unavailable
-        images, labels = bundle.test_arrays
-        results["corruptions"] = evaluate_corruptions(model, images, labels, names, severities, seed=seed,
-                                                      frost_dir=cfg.data.frost_dir, progress=progress)
-        results["meta"]["corruption_source"] = f"generated on the fly (damp.corruptions, seed {seed})"
+    if names:
+        results["corruptions"], meta = corruption_results(model, bundle, cfg, names, severities, seed=seed,
+                                                          c_dir=c_dir if c_dir is not None else cfg.eval.c_dir,
+                                                          progress=progress)
+        results["meta"].update(meta)
     if results["corruptions"]:
         results["summary"] = aggregate(results["corruptions"], cfg.data.name)
     epsilons = list(fgsm) if fgsm is not None else list(cfg.eval.fgsm)

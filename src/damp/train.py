@@ -286,8 +286,11 @@ def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: i
     """Train-on-a-corruption (Algorithm 2) and fixed MixUp, seeded from (seed, epoch, batch)."""
     d = cfg.data
     if d.train_corruption is not None:
-        gen = torch.Generator(device=x.device).manual_seed(derive_seed(cfg.seed, epoch, batch, 2))
-        x = corrupt_half(x, d.train_corruption, d.train_corruption_severity, gen, d.frost_dir)
+        seed = derive_seed(cfg.seed, epoch, batch, 2)
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        # Severity 0: one severity 1-5 per batch, derived on the host (no device sync in the step loop).
+        severity = d.train_corruption_severity or 1 + seed % 5
+        x = corrupt_half(x, d.train_corruption, severity, gen, d.frost_dir)
     if d.mixup > 0:
         x, y = mixup_fixed(x, y, num_classes, d.mixup)
     return x, y

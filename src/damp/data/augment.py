@@ -54,14 +54,10 @@ def mixup_fixed(x: torch.Tensor, targets: torch.Tensor, num_classes: int, coeffi
 
 def corrupt_half(x: torch.Tensor, name: str, severity: int, generator: torch.Generator,
                  frost_dir: str | None = None) -> torch.Tensor:
-    """Paper Algorithm 2: corrupt the first half of the batch with one corruption, keep the rest clean.
-
-    ``severity`` 0 draws one severity 1-5 for this batch from ``generator``.
-    """
+    """Paper Algorithm 2: corrupt the first half of the batch with one corruption (severity 1-5),
+    keep the rest clean."""
     from damp.corruptions import corrupt
 
-    if severity == 0:
-        severity = int(torch.randint(1, 6, (1,), generator=generator, device=generator.device).item())
     half = x.shape[0] // 2
     out = x.clone()
     out[:half] = corrupt(x[:half], name, severity, generator=generator, frost_dir=frost_dir)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
 from damp.data.pil_augment import center_crop_eval, hflip, inception_crop, randaugment
+from damp.data.resident import epoch_order, num_batches, shard
 from damp.methods.perturb import derive_seed
 
 
@@ -60,21 +61,13 @@ class FolderLoader:
         self.epoch = epoch
         self.dataset.epoch = epoch
 
-    def _per_rank(self) -> int:
-        n = len(self.dataset)
-        return n // self.world_size if self.drop_last else -(-n // self.world_size)
-
     def __len__(self) -> int:
-        per = self._per_rank()
-        return per // self.batch_size if self.drop_last else -(-per // self.batch_size)
+        return num_batches(len(self.dataset), self.world_size, self.batch_size, self.drop_last)
 
     def indices(self) -> list[int]:
-        n = len(self.dataset)
-        order = (np.random.default_rng(derive_seed(self.seed, self.epoch, 0)).permutation(n) if self.shuffle
-                 else np.arange(n))
-        total = self._per_rank() * self.world_size
-        order = np.concatenate([order, order[: max(0, total - n)]])[:total]
-        return order[self.rank::self.world_size].tolist()
+        """This rank's sample indices for the current epoch (the resident loader's sharding)."""
+        order = epoch_order(len(self.dataset), self.seed, self.epoch, self.shuffle)
+        return shard(order, self.rank, self.world_size, self.drop_last).tolist()
 
     def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()

@@ -17,6 +17,32 @@ from damp.methods.perturb import derive_seed
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The sample order of an epoch: a permutation that is a pure function of (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return torch.arange(n, device=device)
+    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 0))
+    return torch.randperm(n, generator=gen, device=device)
+
+
+def shard_size(n: int, world_size: int, drop_last: bool) -> int:
+    """Samples per rank: the remainder is dropped (``drop_last``) or filled by wrapping around."""
+    return n // world_size if drop_last else -(-n // world_size)
+
+
+def num_batches(n: int, world_size: int, batch_size: int, drop_last: bool) -> int:
+    per_rank = shard_size(n, world_size, drop_last)
+    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+
+
+def shard(order: torch.Tensor, rank: int, world_size: int, drop_last: bool) -> torch.Tensor:
+    """This rank's part of ``order``; every rank gets the same count, so no rank waits on another."""
+    total = shard_size(len(order), world_size, drop_last) * world_size
+    if total > len(order):  # pad by wrapping
+        order = torch.cat([order, order[: total - len(order)]])
+    return order[:total][rank::world_size]
+
+
 class ResidentLoader:
     """Iterable of (images float (B, C, H, W) in [0, 1], labels (B,)) over tensors kept on ``device``.
 
@@ -57,26 +83,13 @@ class ResidentLoader:
         """Select the epoch whose permutation and augmentation the next iteration draws."""
         self.epoch = epoch
 
-    def _per_rank(self) -> int:
-        n = len(self.labels)
-        return n // self.world_size if self.drop_last else -(-n // self.world_size)
-
     def __len__(self) -> int:
-        per_rank = self._per_rank()
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+        return num_batches(len(self.labels), self.world_size, self.batch_size, self.drop_last)
 
     def indices(self) -> torch.Tensor:
         """This rank's sample indices for the current epoch, on the device."""
-        n = len(self.labels)
-        if self.shuffle:
-            gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, self.epoch, 0))
-            order = torch.randperm(n, generator=gen, device=self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        total = self._per_rank() * self.world_size
-        if total > n:  # pad by wrapping so every rank gets the same count
-            order = torch.cat([order, order[: total - n]])
-        return order[:total][self.rank::self.world_size]
+        order = epoch_order(len(self.labels), self.seed, self.epoch, self.shuffle, self.device)
+        return shard(order, self.rank, self.world_size, self.drop_last)
 
     def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate this epoch's batches from ``start_batch`` on (for mid-epoch resume)."""

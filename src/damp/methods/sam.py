@@ -86,6 +86,7 @@ class SAM(Method):
         m_total = self.num_perturbations
         chunks = split_batch(inputs, targets, m_total)
         params = trainable_parameters(model)
+        scales = self.scales(model, params)  # from the clean weights, the same for every sub-batch
         losses = []
         with snapshot(params) as clean:
             for m, (x, y) in enumerate(chunks):
@@ -96,7 +97,6 @@ class SAM(Method):
                     scaled_loss = scaler.scale(loss) if scaler is not None else loss
                     grads = torch.autograd.grad(scaled_loss, params, allow_unused=True)
                 used = [i for i, g in enumerate(grads) if g is not None]
-                scales = self.scales(model, params)
                 eps = ascent_perturbation([grads[i] for i in used], self.rho,
                                           None if scales is None else [scales[i] for i in used])
                 with torch.no_grad():

@@ -127,12 +127,7 @@ class ResNet(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cin, num_classes)
-        _init(self, num_classes)
-        for m in self.modules():  # re-apply the zero-init that _init does not touch
-            if isinstance(m, (BasicBlock,)):
-                nn.init.zeros_(m.bn2.weight)
-            elif isinstance(m, Bottleneck):
-                nn.init.zeros_(m.bn3.weight)
+        _init(self, num_classes)  # convs and the head only: the blocks' zero-init BN scales stay
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) pixels in [0, 1] -> (B, num_classes) logits."""
