@@ -64,3 +64,153 @@ def test_corruption_evaluation_is_seeded_and_degrades_with_severity():
     assert summary["severity_error"]["5"] == res["gaussian_noise"]["5"]["error"]
     assert summary["mean_corruption_error"] == pytest.approx(
         (res["gaussian_noise"]["1"]["error"] + res["gaussian_noise"]["5"]["error"]) / 2)
+
+
+# --- ImageNet-C mCE baselines -------------------------------------------------------------------
+
+def _all_75(error_of):
+    from damp.corruptions import names
+    return {n: {str(s): {"error": error_of(n)} for s in range(1, 6)} for n in names("common")}
+
+
+def test_mce_uses_the_canonical_hendrycks_dietterich_alexnet_errors():
+    from damp.evaluate import ALEXNET_ERRORS, ALEXNET_ERRORS_ROBUSTBENCH_5K, aggregate
+
+    # Hendrycks & Dietterich's AlexNet errors (full 50k sets), not RobustBench's 5k-subset row.
+    assert ALEXNET_ERRORS["gaussian_noise"] == 88.6428 and ALEXNET_ERRORS["brightness"] == 56.4592
+    assert ALEXNET_ERRORS["jpeg_compression"] == 60.65 and len(ALEXNET_ERRORS) == 15
+    assert ALEXNET_ERRORS_ROBUSTBENCH_5K["gaussian_noise"] == 88.16
+    # A model exactly as bad as AlexNet has mCE 100 with the canonical table.
+    out = aggregate(_all_75(ALEXNET_ERRORS.get), "imagenet")
+    assert out["mCE_alexnet"] == pytest.approx(100.0)
+    assert "mCE_alexnet_robustbench_5k" not in out
+    assert "Hendrycks" in out["protocols"]["mCE_alexnet"]
+    rb = aggregate(_all_75(ALEXNET_ERRORS.get), "imagenet", alexnet="robustbench-5k")
+    assert "mCE_alexnet" not in rb and rb["mCE_alexnet_robustbench_5k"] != pytest.approx(100.0)
+    assert "5000-image" in rb["protocols"]["mCE_alexnet_robustbench_5k"]
+    with pytest.raises(ValueError, match="mCE baseline"):
+        aggregate({}, "imagenet", alexnet="alexnet")
+
+
+def test_aggregate_of_no_results_is_empty():
+    from damp.evaluate import aggregate
+    assert aggregate({}, "cifar10") == {}  # callers test `summary` for truth; no half-filled summary
+
+
+# --- ImageNet-C-bar goes through the clean evaluation preprocessing ---------------------------------
+
+class MeanColour(nn.Module):
+    """Per-sample deterministic logits from the mean colour; records the input sizes it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        self.sizes = set()
+
+    def forward(self, x):
+        self.sizes.add(tuple(x.shape[-2:]))
+        return self.linear(x.mean((2, 3)))
+
+
+def test_imagenet_c_bar_uses_the_clean_eval_crop(tmp_path):
+    import shutil
+    from types import SimpleNamespace
+
+    from damp.data.imagenet import FolderDataset, FolderLoader, imagenet_samples
+    from damp.evaluate import IMAGENET_C_BAR, _variant_results, predict
+    from tests.fixtures import make_imagenet
+
+    root = make_imagenet(tmp_path / "inet", classes=3, per_class=1, val_per_class=2)  # sizes 40-90 px, mixed
+    samples, classes = imagenet_samples(root, "val")
+    c_bar = tmp_path / "c_bar"
+    for name in IMAGENET_C_BAR:  # IN-C-bar made of the clean images: it must score exactly as clean
+        shutil.copytree(root / "val", c_bar / name / "1")
+    torch.manual_seed(0)
+    model = MeanColour()
+    clean_loader = FolderLoader(FolderDataset(samples, 32, "none"), 4, shuffle=False, drop_last=False, num_workers=0)
+    clean = classification_metrics(*predict(model, clean_loader))
+    bundle = SimpleNamespace(classes=classes, image_size=32)
+    model.sizes.clear()
+    out = _variant_results(model, bundle, {"c_bar": str(c_bar)}, [1], None)["imagenet_c_bar"]
+    assert model.sizes == {(32, 32)}  # resized like the clean val set, not fed at native size
+    assert set(out["corruptions"]) == set(IMAGENET_C_BAR)
+    for metrics in out["corruptions"].values():
+        assert metrics["1"] == pytest.approx(clean, rel=1e-5, abs=1e-5)
+
+
+# --- check_evaluation_inputs: everything the final evaluation needs, before training ----------------
+
+@pytest.fixture
+def no_frost(monkeypatch):
+    """No frost textures anywhere (no $DAMP_FROST_DIR, no imagecorruptions package data)."""
+    from damp.corruptions import assets
+    monkeypatch.delenv(assets.ENV_VAR, raising=False)
+    monkeypatch.setattr(assets, "_package_frost_dir", lambda: None)
+
+
+def _cfg(*overrides):
+    from damp.config import load_config
+    return load_config(None, list(overrides))
+
+
+def test_check_evaluation_inputs_frost_and_folder_datasets(tmp_path, no_frost):
+    from damp.corruptions.assets import FrostUnavailable
+    from damp.evaluate import check_evaluation_inputs
+
+    check_evaluation_inputs(_cfg("eval.corruptions=none", f"data.frost_dir={tmp_path}"))
+    check_evaluation_inputs(_cfg("eval.corruptions=fog,contrast", f"data.frost_dir={tmp_path}"))
+    for spec in ("frost", "all", "weather"):
+        with pytest.raises(FrostUnavailable, match="eval.corruptions includes frost"):
+            check_evaluation_inputs(_cfg(f"eval.corruptions={spec}", f"data.frost_dir={tmp_path}"))
+    with pytest.raises(ValueError, match="eval.c_dir"):  # ImageNet has no in-memory test set to corrupt
+        check_evaluation_inputs(_cfg("data.name=imagenet", "eval.corruptions=fog"))
+
+
+def test_check_evaluation_inputs_released_files(tmp_path, no_frost):
+    import json
+
+    import numpy as np
+
+    from damp.evaluate import check_evaluation_inputs
+
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    np.save(npy / "fog.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    np.save(npy / "labels.npy", np.zeros(4, np.uint8))
+    (npy / "meta.json").write_text(json.dumps({"severities": [1, 5]}))
+    # frost from released files needs no textures
+    (tmp_path / "folders" / "frost" / "2" / "n0").mkdir(parents=True)
+    check_evaluation_inputs(_cfg("eval.corruptions=fog", "eval.severities=[1,5]", f"eval.c_dir={npy}"))
+    check_evaluation_inputs(_cfg("eval.corruptions=frost", "eval.severities=[2]", f"eval.c_dir={tmp_path / 'folders'}"))
+    cases = [(["eval.corruptions=fog", "eval.severities=[1,3]", f"eval.c_dir={npy}"], "fog/3"),
+             (["eval.corruptions=fog,snow", "eval.severities=[1]", f"eval.c_dir={npy}"], "snow/1"),
+             (["eval.corruptions=frost", "eval.severities=[2,4]", f"eval.c_dir={tmp_path / 'folders'}"], "frost/4"),
+             (["eval.corruptions=fog", f"eval.c_dir={tmp_path / 'nope'}"], "not a directory")]
+    for overrides, text in cases:
+        with pytest.raises(FileNotFoundError, match=text):
+            check_evaluation_inputs(_cfg(*overrides))
+    (npy / "labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="fog/1"):
+        check_evaluation_inputs(_cfg("eval.corruptions=fog", "eval.severities=[1]", f"eval.c_dir={npy}"))
+
+
+def test_check_evaluation_inputs_imagenet_variants(tmp_path):
+    from damp.evaluate import IMAGENET_C_BAR, check_evaluation_inputs
+
+    inet = _cfg("data.name=imagenet", "eval.severities=[1]")
+    (tmp_path / "a" / "n0").mkdir(parents=True)
+    check_evaluation_inputs(inet, {"a": str(tmp_path / "a")})
+    with pytest.raises(ValueError, match="ImageNet-trained"):
+        check_evaluation_inputs(_cfg(), {"a": str(tmp_path / "a")})
+    with pytest.raises(FileNotFoundError, match="--imagenet-sketch"):
+        check_evaluation_inputs(inet, {"sketch": str(tmp_path / "missing")})
+    with pytest.raises(ValueError, match="--imagenet-d-map"):
+        check_evaluation_inputs(inet, {"d": str(tmp_path / "a")})
+    with pytest.raises(FileNotFoundError, match="--imagenet-d-map"):
+        check_evaluation_inputs(inet, {"d": str(tmp_path / "a")}, str(tmp_path / "map.json"))
+    for name in IMAGENET_C_BAR[:-1]:
+        (tmp_path / "cbar" / name / "1").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=f"--imagenet-c-bar: .*{IMAGENET_C_BAR[-1]}/1"):
+        check_evaluation_inputs(inet, {"c_bar": str(tmp_path / "cbar")})
+    (tmp_path / "cbar" / IMAGENET_C_BAR[-1] / "1").mkdir(parents=True)
+    check_evaluation_inputs(inet, {"c_bar": str(tmp_path / "cbar")})

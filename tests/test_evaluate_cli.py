@@ -129,3 +129,24 @@ def test_trainer_evaluates_released_files_from_eval_c_dir(tmp_path):
                                                f"eval.c_dir={tmp_path / 'c'}"]), tmp_path / "run")
     assert "released files" in results["meta"]["corruption_source"]
     assert set(results["corruptions"]["fog"]) == {"2"}
+
+
+def test_imagenet_c_bar_goes_through_the_clean_preprocessing(tmp_path):
+    """IN-C-bar made of copies of the clean val images scores exactly the clean error: both take the
+    clean-eval crop (the official DAMP code), whatever the images' native sizes (here 40-90 px)."""
+    from damp.evaluate import IMAGENET_C_BAR
+
+    root = make_imagenet(tmp_path / "inet", classes=3)
+    run = tmp_path / "run"
+    train(load_config(None, ["trainer.device=cpu", "trainer.progress=false", "trainer.max_steps=1",
+                             "eval.corruptions=none", "data.name=imagenet", f"data.root={root}",
+                             "data.num_workers=0", "data.batch_size=2", "data.image_size=32"]), run)
+    for name in IMAGENET_C_BAR:
+        shutil.copytree(root / "val", tmp_path / "c_bar" / name / "1")
+    assert main(["evaluate", str(run), "--imagenet-c-bar", str(tmp_path / "c_bar"), "--severities", "1",
+                 "--quiet"]) == 0
+    res = json.loads((run / "evaluation.json").read_text())
+    c_bar = res["variants"]["imagenet_c_bar"]
+    assert set(c_bar["corruptions"]) == set(IMAGENET_C_BAR)
+    for metrics in c_bar["corruptions"].values():
+        assert metrics["1"] == pytest.approx(res["clean"], rel=1e-5, abs=1e-5)

@@ -34,6 +34,37 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _check_device(name: str, what: str) -> None:
+    """A one-line error for a device this machine does not have (torch would raise with a traceback)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{what}: {name!r} is not a device (cpu or cuda)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{what}: {name!r} is not supported (cpu or cuda)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}: {name} requested but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{what}: {name} requested but only {torch.cuda.device_count()} CUDA devices exist")
+
+
+def _results_line(results: dict) -> str:
+    """One line of headline numbers; parts missing from ``results`` are left out."""
+    clean, summary = results.get("clean") or {}, results.get("summary") or {}
+    parts = [f"clean error {clean['error']:.2f}%" if "error" in clean else "clean error missing"]
+    parts += [f"nll {clean['nll']:.3f}"] if "nll" in clean else []
+    parts += [f"ece {clean['ece']:.2f}%"] if "ece" in clean else []
+    if "mean_corruption_error" in summary:
+        parts.append(f"mean corruption error {summary['mean_corruption_error']:.2f}%")
+    parts += [f"{key} {summary[key]:.2f}%" for key in ("mean_error_15x5", "mCE_alexnet", "mCE_alexnet_robustbench_5k")
+              if key in summary]
+    parts += [f"FGSM({row['eps']:.4g}) {row['error']:.2f}%" for row in results.get("fgsm") or []
+              if "eps" in row and "error" in row]
+    return "  ".join(parts)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from damp.demo import DEMO_METHODS, DemoSettings, results_table, run_demo
 
@@ -43,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             severities=args.severities)
     results = run_demo(Path(args.out), settings, progress=not args.quiet)
     print(results_table(results))
-    missing = next(iter(results["runs"].values()))["meta"].get("unavailable_corruptions", {})
+    missing = next(iter(results["runs"].values())).get("meta", {}).get("unavailable_corruptions", {})
     for name, reason in missing.items():
         print(f"note: {name} not evaluated: {reason}")
     print(f"\nwrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.md'}")
@@ -82,6 +113,7 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     from damp.data import load_array_dataset
     from damp.log import progress_bar
 
+    _check_device(args.device, "--device")
     names = corruptions.names() if args.corruptions == "all" else _csv(args.corruptions)
     for name in names:
         corruptions.get(name)
@@ -110,16 +142,17 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from damp.config import load_config
-    from damp.train import train
+    from damp.evaluate import check_evaluation_inputs
 
     cfg = load_config(args.config, args.set or [])
+    if cfg.trainer.device != "auto":
+        _check_device(cfg.trainer.device, "trainer.device")
+    check_evaluation_inputs(cfg)  # before anything is written: a missing piece would only show after training
+    from damp.train import train
+
     results = train(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite)
     if results:
-        clean = results["clean"]
-        line = f"clean error {clean['error']:.2f}%  nll {clean['nll']:.3f}  ece {clean['ece']:.2f}%"
-        if results.get("summary"):
-            line += f"  mean corruption error {results['summary']['mean_corruption_error']:.2f}%"
-        print(line)
+        print(_results_line(results))
         print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
 
@@ -130,6 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from damp.evaluate import evaluate_saved_run
     from damp.log import progress_bar
 
+    _check_device(args.device, "--device")
     target = Path(args.target)
     out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "evaluation.json"
     if out.exists() and not args.overwrite:
@@ -142,21 +176,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results = evaluate_saved_run(str(target), corruptions=args.corruptions, severities=args.severities,
                                      c_dir=args.c_dir, fgsm=args.fgsm, seed=args.seed, device=args.device,
                                      data_root=args.data_root, frost_dir=args.frost_dir, variants=variants,
-                                     imagenet_d_map=args.imagenet_d_map, progress=lambda *_: bar.update())
+                                     imagenet_d_map=args.imagenet_d_map, mce_baseline=args.mce_baseline,
+                                     progress=lambda *_: bar.update())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    line = f"clean error {results['clean']['error']:.2f}%"
-    summary = results["summary"]
-    if summary:
-        line += f"  mean corruption error {summary['mean_corruption_error']:.2f}%"
-        for key in ("mean_error_15x5", "mCE_alexnet"):
-            if key in summary:
-                line += f"  {key} {summary[key]:.2f}%"
-    for row in results["fgsm"]:
-        line += f"  FGSM({row['eps']:.4g}) {row['error']:.2f}%"
-    print(line)
-    for name, row in results["variants"].items():
-        print(f"{name}: error {row.get('error', row.get('mean_corruption_error')):.2f}%")
+    print(_results_line(results))
+    for name, row in (results.get("variants") or {}).items():
+        error = row.get("error", row.get("mean_corruption_error"))
+        print(f"{name}: error {error:.2f}%" if error is not None else f"{name}: no error reported")
     print(f"wrote {out}")
     return 0
 
@@ -175,6 +202,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from damp.bench import run_bench
 
+    _check_device(args.device, "--device")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
@@ -236,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     for key in ("a", "sketch", "drawing", "cartoon", "d", "c-bar"):
         ev.add_argument(f"--imagenet-{key}", metavar="DIR", help=f"ImageNet-{key.upper() if len(key) == 1 else key} folder")
     ev.add_argument("--imagenet-d-map", help="ImageNet-D class -> ImageNet-1k ids (json)")
+    ev.add_argument("--mce-baseline", choices=["hendrycks", "robustbench-5k"], default="hendrycks",
+                    help="AlexNet errors that normalise the ImageNet-C mCE: Hendrycks & Dietterich's (default, "
+                         "full sets) or RobustBench's 5000-image-subset row (key mCE_alexnet_robustbench_5k)")
     ev.add_argument("--out", help="output JSON (default: RUN_DIR/evaluation.json)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from damp.corruptions import CANONICAL_NAMES
+from damp.corruptions import names as corruption_names
 
 
 @dataclass
@@ -22,18 +23,27 @@ class Run:
     label: str
     seed: int
     results: dict
+    dataset: str | None = None  # data.name of the run's config (or results meta)
+
+
+def paper_average_columns(dataset: str | None) -> list[str]:
+    """The corruption columns the paper's heatmap "Avg" averages together with "none" (clean): the 15
+    common corruptions (Fig. 3 CIFAR-100, Fig. 5 CIFAR-10); Tiny-ImageNet has 14, no glass_blur (Fig. 6).
+    Other datasets follow the CIFAR figures."""
+    common = corruption_names("common")
+    return [c for c in common if c != "glass_blur"] if dataset == "tiny_imagenet" else common
 
 
 def run_label(cfg: dict) -> str:
     """A readable name for a run's method and hyperparameters, e.g. "damp σ=0.2", "sgd + zoom_blur"."""
-    method, model, data = cfg.get("method", {}), cfg.get("model", {}), cfg.get("data", {})
+    method, model, data = (cfg.get(key) or {} for key in ("method", "model", "data"))
     name = method.get("name", "sgd")
-    if name == "dropout" or (name == "sgd" and model.get("dropout", 0) > 0):
-        label = f"dropout p={model.get('dropout', 0):g}"
-    elif name in ("damp", "daap"):
-        label = f"{name} σ={method.get('std'):g}"
-    elif name in ("sam", "asam"):
-        label = f"{name} ρ={method.get('rho'):g}"
+    if name == "dropout" or (name == "sgd" and (model.get("dropout") or 0) > 0):
+        label = f"dropout p={model.get('dropout') or 0:g}"
+    elif name in ("damp", "daap") and isinstance(method.get("std"), (int, float)):
+        label = f"{name} σ={method['std']:g}"
+    elif name in ("sam", "asam") and isinstance(method.get("rho"), (int, float)):
+        label = f"{name} ρ={method['rho']:g}"
     else:
         label = name
     if data.get("train_corruption"):
@@ -52,9 +62,13 @@ def load_run(path: str | Path) -> Run:
     except json.JSONDecodeError as err:
         raise ValueError(f"{results_file}: not valid JSON ({err})") from None
     cfg = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
-    if not isinstance(results, dict) or "clean" not in results:
-        raise ValueError(f"{results_file}: not a damp results file (no 'clean' metrics)")
-    return Run(path, run_label(cfg or {}), int((cfg or {}).get("seed", 0)), results)
+    cfg = cfg if isinstance(cfg, dict) else {}
+    clean = results.get("clean") if isinstance(results, dict) else None
+    if not isinstance(clean, dict) or not isinstance(clean.get("error"), (int, float)):
+        raise ValueError(f"{results_file}: not a damp results file (no clean error)")
+    meta = results.get("meta") if isinstance(results.get("meta"), dict) else {}
+    dataset = (cfg.get("data") or {}).get("name") or meta.get("dataset")
+    return Run(path, run_label(cfg), int(cfg.get("seed") or 0), results, dataset)
 
 
 def group(runs: list[Run]) -> dict[str, list[Run]]:
@@ -73,19 +87,36 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if len(values) > 1 else "")
 
 
+def _severity_means(corruptions: dict) -> dict[str, float]:
+    """Per-severity mean error over the corruptions that have it (for results without a summary)."""
+    by_severity: dict[str, list[float]] = {}
+    for per_severity in corruptions.values():
+        for s, metrics in per_severity.items():
+            if "error" in metrics:
+                by_severity.setdefault(s, []).append(metrics["error"])
+    return {s: statistics.fmean(v) for s, v in by_severity.items()}
+
+
 def severity_errors(run: Run) -> dict[int, float]:
-    """{0: clean error, 1..5: mean error over corruptions at that severity}."""
-    out = {0: run.results["clean"]["error"]}
-    for s, v in run.results.get("summary", {}).get("severity_error", {}).items():
-        out[int(s)] = v
-    return out
+    """{0: clean error, 1..5: mean error over corruptions at that severity} (what the run has)."""
+    summary = run.results.get("summary") or {}
+    per_severity = summary.get("severity_error") or _severity_means(run.results.get("corruptions") or {})
+    return {0: run.results["clean"]["error"], **{int(s): v for s, v in per_severity.items()}}
+
+
+def _summary(run: Run) -> dict:
+    return run.results.get("summary") or {}
+
+
+def _fgsm(run: Run) -> list[dict]:
+    return [row for row in run.results.get("fgsm") or [] if "eps" in row and "error" in row]
 
 
 def comparison_table(groups: dict[str, list[Run]]) -> str:
     """Markdown table: clean, per-severity error, averages and FGSM, mean ± std over seeds."""
     severities = sorted({s for runs in groups.values() for r in runs for s in severity_errors(r) if s > 0})
-    eps = sorted({row["eps"] for runs in groups.values() for r in runs for row in r.results.get("fgsm", [])})
-    has_15 = any("mean_error_15x5" in r.results.get("summary", {}) for rs in groups.values() for r in rs)
+    eps = sorted({row["eps"] for runs in groups.values() for r in runs for row in _fgsm(r)})
+    has_15 = any("mean_error_15x5" in _summary(r) for rs in groups.values() for r in rs)
     header = ["run", "seeds", "clean"] + [f"sev {s}" for s in severities] + ["corr. avg"]
     header += ["15×5 avg"] if has_15 else []
     header += [f"FGSM {e:.4g}" for e in eps]
@@ -95,39 +126,46 @@ def comparison_table(groups: dict[str, list[Run]]) -> str:
         for s in severities:
             vals = [severity_errors(r)[s] for r in runs if s in severity_errors(r)]
             row.append(_fmt(vals) if vals else "–")
-        vals = [r.results["summary"]["mean_corruption_error"] for r in runs if r.results.get("summary")]
-        row.append(_fmt(vals) if vals else "–")
-        if has_15:
-            vals = [r.results["summary"]["mean_error_15x5"] for r in runs if "mean_error_15x5" in r.results["summary"]]
+        for key in ["mean_corruption_error"] + (["mean_error_15x5"] if has_15 else []):
+            vals = [_summary(r)[key] for r in runs if key in _summary(r)]
             row.append(_fmt(vals) if vals else "–")
         for e in eps:
-            vals = [x["error"] for r in runs for x in r.results.get("fgsm", []) if x["eps"] == e]
+            vals = [x["error"] for r in runs for x in _fgsm(r) if x["eps"] == e]
             row.append(_fmt(vals) if vals else "–")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def corruption_error_ratios(groups: dict[str, list[Run]], baseline: str) -> tuple[list[str], dict[str, list[float]]]:
-    """Paper Figs. 3/5/6: CE_c = sum_s E_{s,c} / sum_s E^baseline_{s,c} per corruption (seed means),
-    then "none" (the clean-error ratio) and "avg" (the mean of the preceding columns)."""
-    def sums(runs: list[Run]) -> dict[str, float]:
-        per_corruption = {}
-        for name in CANONICAL_NAMES:
-            vals = [sum(v["error"] for v in r.results["corruptions"][name].values()) for r in runs
-                    if name in r.results.get("corruptions", {})]
-            if vals:
-                per_corruption[name] = statistics.fmean(vals)
-        per_corruption["none"] = statistics.fmean(r.results["clean"]["error"] for r in runs)
-        return per_corruption
+def _error_sums(runs: list[Run]) -> dict[str, float]:
+    """{corruption: seed mean of sum_s E_s} for the corruptions every run has, plus "none" (clean error)."""
+    out = {}
+    for name in CANONICAL_NAMES:
+        per_run = [(r.results.get("corruptions") or {}).get(name) or {} for r in runs]
+        if all(per_severity and all("error" in m for m in per_severity.values()) for per_severity in per_run):
+            out[name] = statistics.fmean(sum(m["error"] for m in p.values()) for p in per_run)
+    out["none"] = statistics.fmean(r.results["clean"]["error"] for r in runs)
+    return out
 
-    base = sums(groups[baseline])
-    columns = [c for c in base if c != "none" and all(c in sums(rs) for rs in groups.values())] + ["none"]
+
+def corruption_error_ratios(groups: dict[str, list[Run]], baseline: str, dataset: str | None = None
+                            ) -> tuple[list[str], dict[str, list[float]]]:
+    """Paper Figs. 3/5/6: CE_c = sum_s E_{s,c} / sum_s E^baseline_{s,c} per corruption (seed means).
+
+    Columns: the paper's corruption columns for ``dataset`` (:func:`paper_average_columns`) that every
+    group has, "none" (clean-error ratio), "avg" (the mean of exactly those columns, as the paper's
+    Avg), then any other corruptions present, which "avg" leaves out.
+    """
+    sums = {label: _error_sums(runs) for label, runs in groups.items()}
+    shared = [c for c in sums[baseline] if c != "none" and all(c in s for s in sums.values())]
+    averaged = [c for c in shared if c in paper_average_columns(dataset)] + ["none"]
+    extra = [c for c in shared if c not in averaged]
+    base = sums[baseline]
     rows = {}
-    for label, runs in groups.items():
-        s = sums(runs)
-        ratios = [s[c] / base[c] if base[c] > 0 else float("nan") for c in columns]
-        rows[label] = ratios + [statistics.fmean(ratios)]
-    return columns + ["avg"], rows
+    for label, s in sums.items():
+        ratio = {c: s[c] / base[c] if base[c] > 0 else float("nan") for c in averaged + extra}
+        rows[label] = [ratio[c] for c in averaged] + [statistics.fmean(ratio[c] for c in averaged)] + \
+                      [ratio[c] for c in extra]
+    return averaged + ["avg"] + extra, rows
 
 
 def _plt():
@@ -145,7 +183,8 @@ def plot_severity_curves(groups: dict[str, list[Run]], path: Path) -> None:
     for label, runs in groups.items():
         severities = sorted(set.intersection(*[set(severity_errors(r)) for r in runs]))
         stats = [_mean_std([severity_errors(r)[s] for r in runs]) for s in severities]
-        ax.errorbar(severities, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=label)
+        yerr = [s for _, s in stats] if len(runs) > 1 else None  # no spread to show for one seed
+        ax.errorbar(severities, [m for m, _ in stats], yerr=yerr, marker="o", capsize=3, label=label)
     ax.set_xlabel("corruption severity (0 = clean)")
     ax.set_ylabel("top-1 error (%)")
     ax.set_title("Error vs. severity (mean over corruptions)")
@@ -175,22 +214,35 @@ def plot_heatmap(columns: list[str], rows: dict[str, list[float]], baseline: str
     plt.close(fig)
 
 
+FIG7_BUCKETS = {"None": [0], "Mild (1-3)": [1, 2, 3], "Severe (4-5)": [4, 5]}
+
+
+def _bucket_error(run: Run, severities: list[int]) -> float:
+    errors = severity_errors(run)
+    vals = [errors[s] for s in severities if s in errors]
+    return statistics.fmean(vals) if vals else float("nan")
+
+
+def damp_vs_daap_bars(groups: dict[str, list[Run]]) -> dict[str, tuple[list[float], list[float] | None]]:
+    """Paper Fig. 7 bars: {label: (mean error per bucket, std over seeds or None for a single seed)}."""
+    bars = {}
+    for label in [g for g in groups if g.startswith(("sgd", "damp", "daap")) and "+" not in g]:
+        stats = [_mean_std([_bucket_error(r, sev) for r in groups[label]]) for sev in FIG7_BUCKETS.values()]
+        bars[label] = ([m for m, _ in stats], [s for _, s in stats] if len(groups[label]) > 1 else None)
+    return bars
+
+
 def plot_damp_vs_daap(groups: dict[str, list[Run]], path: Path) -> None:
-    """Paper Fig. 7: error for None (clean), Mild (severities 1-3) and Severe (4-5)."""
+    """Paper Fig. 7: error for None (clean), Mild (severities 1-3) and Severe (4-5); error bars
+    (std over seeds) only for groups with more than one seed."""
     plt = _plt()
-    labels = [g for g in groups if g.startswith(("sgd", "damp", "daap")) and "+" not in g]
-    buckets = {"None": [0], "Mild (1-3)": [1, 2, 3], "Severe (4-5)": [4, 5]}
+    bars, buckets = damp_vs_daap_bars(groups), FIG7_BUCKETS
+    labels = list(bars)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     width = 0.8 / max(len(labels), 1)
-    for k, label in enumerate(labels):
-        means, stds = [], []
-        for severities in buckets.values():
-            vals = [statistics.fmean(severity_errors(r)[s] for s in severities if s in severity_errors(r))
-                    for r in groups[label]]
-            m, s = _mean_std(vals)
-            means.append(m)
-            stds.append(s)
-        ax.bar([i + k * width for i in range(len(buckets))], means, width, yerr=stds, capsize=3, label=label)
+    for k, (label, (means, stds)) in enumerate(bars.items()):
+        ax.bar([i + k * width for i in range(len(buckets))], means, width, yerr=stds,
+               capsize=3 if stds else 0, label=label)
     ax.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(buckets))], list(buckets))
     ax.set_ylabel("top-1 error (%)")
     ax.set_title("Multiplicative (DAMP) vs. additive (DAAP) weight noise")
@@ -226,9 +278,14 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     if baseline is not None and baseline not in groups:
         raise ValueError(f"--baseline {baseline!r} is not one of the runs: {', '.join(groups)}")
     if baseline is not None and all(r.results.get("corruptions") for r in runs):
-        columns, rows = corruption_error_ratios(groups, baseline)
+        dataset = groups[baseline][0].dataset
+        columns, rows = corruption_error_ratios(groups, baseline, dataset)
         plot_heatmap(columns, rows, baseline, out / "heatmap.png")
-        lines += [f"Corruption-error ratios against `{baseline}` (paper Figs. 3, 5, 6):", "",
+        averaged = columns.index("avg")
+        lines += [f"Corruption-error ratios against `{baseline}` (paper Figs. 3, 5, 6). `avg` is the mean of "
+                  f"the {averaged} columns before it: `none` and the paper's corruption columns present "
+                  f"({averaged - 1} of {len(paper_average_columns(dataset))} for {dataset or 'this dataset'})"
+                  + ("; columns after `avg` are not averaged" if columns[-1] != "avg" else "") + ".", "",
                   "![corruption error ratio heatmap](heatmap.png)", "",
                   "| run | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         lines += ["| " + label + " | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for label, vals in rows.items()]
