@@ -69,14 +69,3 @@ def find_checkpoint(run_dir: str | Path) -> Path | None:
         if (run_dir / name).is_file():
             return run_dir / name
     return None
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DDP and torch.compile wrappers (so keys carry no `module.`/`_orig_mod.`)."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from damp.methods.subbatch import BATCHNORM_MODES, EXECUTORS, check_modes
 
 
 class ConfigError(ValueError):
@@ -53,7 +56,8 @@ class MethodConfig:
     rho: float | None = None
     eta: float | None = None
     num_perturbations: int = 1  # M, counted over all processes as in the paper
-    executor: str = "auto"  # damp/daap: auto (fused on CUDA, loop on CPU), loop, fused
+    executor: str = "auto"  # damp/daap/sam/asam: auto (fused on CUDA, split elsewhere), fused, split, loop
+    batchnorm: str = "whole"  # whole (the official synced BatchNorm) or ghost (per sub-batch; runs the loop)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class TrainerConfig:
     epochs: int = 10
     max_steps: int = 0  # stop after this many optimizer steps (0 = epochs * steps per epoch)
     device: str = "auto"  # auto, cpu, cuda
-    precision: str = "fp32"  # fp32, bf16, fp16
+    precision: str = "fp32"  # fp32, bf16, fp16 (autocast), fp64 (float64 weights: reference checks)
     channels_last: bool = False
     compile: bool = False
     checkpoint_every: int = 500  # steps
@@ -117,11 +121,12 @@ CHOICES = {
     "data.augment": ("auto", "none", "crop", "crop_flip", "inception", "inception_randaugment"),
     "method.name": ("sgd", "dropout", "damp", "daap", "sam", "asam"),
     "model.name": ("small_cnn", "mlp", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16"),
-    "method.executor": ("auto", "loop", "fused"),
+    "method.executor": EXECUTORS,
+    "method.batchnorm": BATCHNORM_MODES,
     "optim.name": ("sgd", "adamw"),
     "optim.schedule": ("step", "warmup_cosine", "constant"),
     "trainer.device": ("auto", "cpu", "cuda"),
-    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "trainer.precision": ("fp32", "bf16", "fp16", "fp64"),
     "trainer.metrics_format": ("jsonl", "csv"),
 }
 
@@ -159,11 +164,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if hint is float:
         if isinstance(value, str):  # PyYAML (YAML 1.1) reads "5e-4" as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # inf / nan would only surface as a diverged or NaN run
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -295,6 +302,10 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"method.{key}: not a hyperparameter of {m.name!r}")
         if value is not None and not value >= 0:
             raise ConfigError(f"method.{key}: must be >= 0, got {value!r}")
+    try:
+        check_modes(m.executor, m.batchnorm)
+    except ValueError as err:
+        raise ConfigError(f"method.batchnorm: {err}") from None
     if m.name in ("sgd", "dropout") and m.num_perturbations != 1:
         raise ConfigError(f"method.num_perturbations: {m.name} takes no sub-batches (got {m.num_perturbations})")
     if not 0 < o.lr_ratio <= 1:

@@ -20,13 +20,13 @@ import yaml
 from torch import nn
 
 from damp import __version__, methods
-from damp.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from damp import seeding
+from damp.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from damp.config import RunConfig, dump_config, to_dict
 from damp.data.augment import corrupt_half, mixup_fixed
 from damp.data.build import build_data
-from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
+from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown, unwrap
 from damp.log import progress_bar
-from damp.methods.perturb import derive_seed
 from damp.models import build_model
 from damp.optim import build_optimizer, build_scheduler
 
@@ -57,7 +57,7 @@ def model_for(cfg: RunConfig, bundle) -> nn.Module:
 
 
 def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
-    """The method of ``cfg``; M counts sub-batches over all processes, so each process gets M / world."""
+    """The method of ``cfg``; M counts the sub-batches of the global batch, each process holds M / world."""
     m = cfg.method
     name = "sgd" if m.name == "dropout" else m.name
     if name == "sgd":
@@ -65,9 +65,9 @@ def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
     if m.num_perturbations % world_size:
         raise ValueError(f"method.num_perturbations: {m.num_perturbations} is not divisible by the "
                          f"{world_size} processes")
-    hp = {"num_perturbations": m.num_perturbations // world_size}
+    hp = {"num_perturbations": m.num_perturbations, "executor": m.executor, "batchnorm": m.batchnorm}
     if name in ("damp", "daap"):
-        hp.update(std=m.std, seed=cfg.seed, executor=m.executor)
+        hp.update(std=m.std, seed=cfg.seed)
     else:
         hp.update(rho=m.rho)
         if name == "asam" and m.eta is not None:
@@ -157,9 +157,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=vit)
         model = model_for(cfg, bundle).to(device)
+        if t.precision == "fp64":  # float64 end to end, for reference checks (e.g. 1 vs N processes)
+            model = model.double()
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        torch.manual_seed(derive_seed(cfg.seed, rank, 1))  # per-rank stream for dropout
+        torch.manual_seed(seeding.derive_seed(cfg.seed, seeding.DROPOUT, rank))  # dropout: per-rank stream
         method = build_method(cfg, world)
         optimizer = build_optimizer(o, model)
         steps_per_epoch = len(bundle.train)
@@ -217,6 +219,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
                 bundle.train.set_epoch(epoch)
                 for batch_index, (x, y) in enumerate(bundle.train.iter_from(start_batch), start_batch):
                     x, y = _batch_transforms(cfg, x, y, epoch, batch_index, bundle.num_classes)
+                    if t.precision == "fp64":
+                        x = x.double()
                     if t.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     optimizer.zero_grad(set_to_none=True)
@@ -270,7 +274,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
         if is_main():
             from damp.evaluate import evaluate_run
 
-            results = evaluate_run(unwrap(model), bundle, cfg)
+            # Evaluation runs in float32 whatever the training precision.
+            results = evaluate_run(unwrap(model).float(), bundle, cfg)
             results["meta"].update({"run": str(out), "method": cfg.method.name, "steps": step,
                                     "world_size": world, "damp_version": __version__,
                                     "skipped_images": bundle.skipped_images})
@@ -286,7 +291,7 @@ def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: i
     """Train-on-a-corruption (Algorithm 2) and fixed MixUp, seeded from (seed, epoch, batch)."""
     d = cfg.data
     if d.train_corruption is not None:
-        seed = derive_seed(cfg.seed, epoch, batch, 2)
+        seed = seeding.derive_seed(cfg.seed, seeding.TRAIN_CORRUPTION, epoch, batch)
         gen = torch.Generator(device=x.device).manual_seed(seed)
         # Severity 0: one severity 1-5 per batch, derived on the host (no device sync in the step loop).
         severity = d.train_corruption_severity or 1 + seed % 5

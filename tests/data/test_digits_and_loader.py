@@ -43,7 +43,7 @@ def test_loader_rank_sharding_is_disjoint_and_equal_sized():
 def test_mid_epoch_resume_draws_the_same_batches():
     x = torch.rand(20, 1, 8, 8)
     y = torch.arange(20)
-    aug = lambda b, g: crop_flip(b, g, padding=2)  # noqa: E731
+    aug = lambda b, u: crop_flip(b, u, padding=2)  # noqa: E731
     loader = ResidentLoader(x, y, 4, shuffle=True, augment=aug, seed=1)
     full = list(loader)
     tail = list(loader.iter_from(3))
@@ -54,7 +54,21 @@ def test_mid_epoch_resume_draws_the_same_batches():
 def test_random_crop_moves_content_and_keeps_shape():
     x = torch.zeros(64, 1, 5, 5)
     x[:, :, 2, 2] = 1
-    out = random_crop(x, 1, torch.Generator().manual_seed(0))
+    out = random_crop(x, 1, torch.rand(64, 2, generator=torch.Generator().manual_seed(0)))
     assert out.shape == x.shape
     positions = {tuple((img[0] == 1).nonzero()[0].tolist()) for img in out}
     assert positions == {(r, c) for r in (1, 2, 3) for c in (1, 2, 3)}
+
+
+def test_one_process_and_two_see_the_same_global_batches_and_augmentation():
+    """Rank r holds slice r of every global batch, and an image's crop/flip is keyed by its index."""
+    x = torch.rand(23, 1, 6, 6)
+    y = torch.arange(23)
+    aug = lambda b, u: crop_flip(b, u, padding=2)  # noqa: E731
+    one = list(ResidentLoader(x, y, 4, shuffle=True, drop_last=True, augment=aug, seed=3))
+    ranks = [list(ResidentLoader(x, y, 2, shuffle=True, drop_last=True, augment=aug, seed=3, rank=r, world_size=2))
+             for r in range(2)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 5
+    for (xa, ya), (x0, y0), (x1, y1) in zip(one, *ranks):
+        assert torch.equal(ya, torch.cat([y0, y1]))
+        assert torch.equal(xa, torch.cat([x0, x1]))

@@ -10,14 +10,18 @@ from torch.nn.functional import cross_entropy
 from damp import methods
 from tests.conftest import small_cnn
 
-SPECS = {  # id -> (method name, hyperparameters); DAMP/DAAP with both executors
+SPECS = {  # id -> (method name, hyperparameters); every executor, and ghost BatchNorm (the loop)
     "sgd": ("sgd", {}),
     "damp": ("damp", {"std": 0.3, "num_perturbations": 4, "seed": 3, "executor": "fused"}),
-    "damp-loop": ("damp", {"std": 0.3, "num_perturbations": 4, "seed": 3, "executor": "loop"}),
+    "damp-split": ("damp", {"std": 0.3, "num_perturbations": 4, "seed": 3}),  # auto = split on CPU
+    "damp-ghost": ("damp", {"std": 0.3, "num_perturbations": 4, "seed": 3, "batchnorm": "ghost"}),
     "daap": ("daap", {"std": 0.05, "num_perturbations": 2, "seed": 3, "executor": "fused"}),
-    "daap-loop": ("daap", {"std": 0.05, "num_perturbations": 2, "seed": 3}),  # auto = loop on CPU
+    "daap-ghost": ("daap", {"std": 0.05, "num_perturbations": 2, "seed": 3, "batchnorm": "ghost"}),
     "sam": ("sam", {"rho": 0.1, "num_perturbations": 2}),
+    "sam-fused": ("sam", {"rho": 0.1, "num_perturbations": 2, "executor": "fused"}),
+    "sam-ghost": ("sam", {"rho": 0.1, "num_perturbations": 2, "batchnorm": "ghost"}),
     "asam": ("asam", {"rho": 1.0, "eta": 0.01, "num_perturbations": 2}),
+    "asam-ghost": ("asam", {"rho": 1.0, "eta": 0.01, "num_perturbations": 2, "batchnorm": "ghost"}),
 }
 ALL = list(SPECS)
 
@@ -60,8 +64,8 @@ def test_restores_weights_when_loss_raises(name, fail_at, batch):
         return cross_entropy(out, y)
 
     method = make(name)
-    fused = name in ("damp", "daap")  # the fused executor: one pass
-    loss_calls = 1 if fused else method.num_perturbations * (2 if name in ("sam", "asam") else 1)
+    passes = 2 if name.startswith(("sam", "asam")) else 1  # per-layer executors: one forward per pass
+    loss_calls = passes * (method.num_perturbations if name.endswith("ghost") else 1)
     if fail_at > loss_calls:
         pytest.skip(f"{name} calls the loss {loss_calls} times")
     with pytest.raises(RuntimeError, match="boom"):
@@ -113,7 +117,7 @@ def test_zero_noise_gives_sgd_gradient(name, hp, batch):
         torch.testing.assert_close(p.grad, q.grad)
 
 
-@pytest.mark.parametrize("name", ["damp", "damp-loop", "daap", "sam", "asam"])
+@pytest.mark.parametrize("name", ["damp", "damp-ghost", "daap", "sam", "asam"])
 def test_nonzero_perturbation_changes_gradient(name, batch):
     reference = small_cnn(batchnorm=False)
     methods.SGD().backward(reference, *batch, cross_entropy)
@@ -122,7 +126,7 @@ def test_nonzero_perturbation_changes_gradient(name, batch):
     assert not torch.allclose(model[-1].weight.grad, reference[-1].weight.grad)
 
 
-@pytest.mark.parametrize("name", ["damp", "damp-loop", "daap"])
+@pytest.mark.parametrize("name", ["damp", "damp-ghost", "daap"])
 def test_same_seed_same_gradients_and_state_dict_roundtrip(name, batch):
     def grads_after(method, model):
         model.zero_grad()

@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from damp import methods
-from damp.methods.perturb import derive_seed, frozen_batchnorm_stats, perturbed_parameters, split_batch
+from damp.methods.perturb import frozen_batchnorm_stats, perturbed_parameters, split_batch
+from damp.seeding import NOISE, derive_seed
 
 
 class Zoo(nn.Module):
@@ -55,7 +56,7 @@ def test_damp_perturbs_only_the_selection_during_the_forward():
 
     model.register_forward_pre_hook(record)
     tokens = torch.randint(0, 10, (4, 3))
-    methods.DAMP(0.5, seed=0).backward(model, tokens, torch.tensor([0, 1, 0, 1]), cross_entropy)
+    methods.DAMP(0.5, seed=0, batchnorm="ghost").backward(model, tokens, torch.tensor([0, 1, 0, 1]), cross_entropy)
     selected = {n for n, _ in perturbed_parameters(model)}
     for name, value in seen.items():
         if name in selected:
@@ -72,7 +73,7 @@ def test_custom_selection_is_used():
                                                                       model[1].weight.clone())))
     w0, w1 = model[0].weight.detach().clone(), model[1].weight.detach().clone()
     only_head = lambda m: [("1.weight", m[1].weight)]  # noqa: E731
-    methods.DAMP(0.5, seed=0, params=only_head).backward(model, torch.randn(2, 3), torch.tensor([0, 1]),
+    methods.DAMP(0.5, seed=0, params=only_head, executor="loop").backward(model, torch.randn(2, 3), torch.tensor([0, 1]),
                                                           cross_entropy)
     assert torch.equal(seen[0][0], w0) and not torch.equal(seen[0][1], w1)
 
@@ -88,4 +89,4 @@ def test_frozen_batchnorm_stats_restores_buffers():
 def test_split_batch_and_seed_derivation():
     parts = split_batch(torch.arange(6), torch.arange(6), 3)
     assert [p[0].tolist() for p in parts] == [[0, 1], [2, 3], [4, 5]]
-    assert derive_seed(1, 0, 5) == derive_seed(1, 0, 5) != derive_seed(1, 1, 5)
+    assert derive_seed(1, NOISE, 0, 5) == derive_seed(1, NOISE, 0, 5) != derive_seed(1, NOISE, 1, 5)

@@ -1,6 +1,8 @@
-"""The fused executor: same gradients as the loop where both apply, whole-batch BN, automatic fallback."""
+"""Per-layer sub-batch executors: one semantics (whole-batch BatchNorm) whatever the executor."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -8,10 +10,16 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from damp import methods
+from damp.models import build_model
+from tests.conftest import small_cnn
+
+ZERO = {"damp": {"std": 0.0}, "daap": {"std": 0.0}, "sam": {"rho": 0.0}, "asam": {"rho": 0.0}}
+NOISY = {"damp": {"std": 0.3, "seed": 1}, "daap": {"std": 0.05, "seed": 1}, "sam": {"rho": 0.2},
+         "asam": {"rho": 1.0, "eta": 0.01}}
 
 
 class NoBN(nn.Module):
-    """Conv (with groups and bias), GroupNorm, LayerNorm over tokens, Linear on (B, T, C) and (B, C)."""
+    """Conv (with groups and bias), GroupNorm, LayerNorm over tokens, attention, Linear on (B, T, C)."""
 
     def __init__(self):
         super().__init__()
@@ -19,12 +27,14 @@ class NoBN(nn.Module):
         self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2, bias=False)
         self.gn = nn.GroupNorm(4, 8)
         self.ln = nn.LayerNorm(8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
         self.token = nn.Linear(8, 8)
         self.head = nn.Linear(8, 3)
 
     def forward(self, x):
         h = torch.relu(self.gn(self.conv2(torch.relu(self.conv1(x)))))  # (B, 8, 4, 4)
-        t = self.token(self.ln(h.flatten(2).transpose(1, 2)))  # (B, 16, 8)
+        t = self.ln(h.flatten(2).transpose(1, 2))  # (B, 16, 8)
+        t = self.token(t + self.attn(t, t, t, need_weights=False)[0])
         return self.head(torch.tanh(t).mean(1))
 
 
@@ -34,70 +44,139 @@ def grads(model, method, x, y):
     return loss, [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("kind", ["damp", "daap"])
-@pytest.mark.parametrize("m", [2, 4])
-def test_fused_equals_loop_without_batchnorm(kind, m):
+@pytest.mark.parametrize("executor", ["split", "fused"])
+@pytest.mark.parametrize("name", list(NOISY))
+def test_per_layer_executors_equal_the_loop_without_batchnorm(name, executor):
     torch.manual_seed(0)
     model = NoBN().double()
     x, y = torch.randn(8, 2, 8, 8, dtype=torch.float64), torch.randint(0, 3, (8,))
-    std = 0.3 if kind == "damp" else 0.05
-    loop_loss, loop = grads(model, methods.build(kind, std=std, num_perturbations=m, seed=1, executor="loop"), x, y)
-    fused_method = methods.build(kind, std=std, num_perturbations=m, seed=1, executor="fused")
-    assert fused_method.fused_modules(model, [p for _, p in methods.perturbed_parameters(model)]) is not None
+    assert "attn.out_proj.weight" in dict(methods.perturbed_parameters(model))  # read directly by MHA
+    build = lambda ex: methods.build(name, num_perturbations=4, executor=ex, **NOISY[name])  # noqa: E731
+    loop_loss, loop = grads(model, build("loop"), x, y)
     before = [p.detach().clone() for p in model.parameters()]
-    fused_loss, fused = grads(model, fused_method, x, y)
-    torch.testing.assert_close(fused_loss, loop_loss)
-    for a, b in zip(fused, loop):
-        torch.testing.assert_close(a, b)
+    loss, per_layer = grads(model, build(executor), x, y)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
-    sgd_loss, sgd = grads(model, methods.SGD(), x, y)
-    assert not torch.allclose(fused[-2], sgd[-2])  # the noise did something
+    torch.testing.assert_close(loss, loop_loss)
+    for a, b in zip(per_layer, loop):
+        torch.testing.assert_close(a, b)
+    _, sgd = grads(model, methods.SGD(), x, y)
+    assert not torch.allclose(per_layer[-2], sgd[-2])  # the perturbation did something
+    if name == "damp":  # out_proj's noise reached the gradient (MultiheadAttention reads it directly)
+        without = lambda m: [(n, p) for n, p in methods.perturbed_parameters(m) if "out_proj" not in n]  # noqa
+        no_out = methods.DAMP(**build("loop").hparams(), executor=executor, params=without)
+        names = [n for n, _ in model.named_parameters()]
+        i = names.index("token.weight")
+        assert not torch.allclose(grads(model, no_out, x, y)[1][i], per_layer[i])
 
 
-def test_fused_batchnorm_uses_whole_batch_statistics():
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "preact_resnet18"])
+@pytest.mark.parametrize("name", list(ZERO))
+def test_zero_perturbation_gives_sgds_gradient_on_batchnorm_models(name, model_name):
+    """Default arguments on CPU: with sigma = 0 or rho = 0 every method is SGD, BatchNorm included."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
-    x, y = torch.randn(8, 1, 8, 8) * 3 + 1, torch.randint(0, 2, (8,))
-    methods.DAMP(0.0, num_perturbations=4, seed=0, executor="fused").backward(model, x, y, cross_entropy)
-    reference = nn.BatchNorm2d(4)
-    with torch.no_grad():
-        reference(model[0](x))  # one whole-batch update (std 0: the conv output is the clean one)
-    torch.testing.assert_close(model[1].running_mean, reference.running_mean)
-    torch.testing.assert_close(model[1].running_var, reference.running_var)
-    assert int(model[1].num_batches_tracked) == 1
-    # With std 0 the fused gradient is SGD's whole-batch gradient, BN included.
-    fused = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    methods.SGD().backward(model, x, y, cross_entropy)
-    for a, p in zip(fused, model.parameters()):
-        torch.testing.assert_close(a, p.grad)
+    channels = 1 if model_name == "small_cnn" else 3
+    model = build_model(model_name, num_classes=10, in_channels=channels, image_size=16).double()
+    x = torch.rand(16, channels, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 10, (16,))
+    reference = copy.deepcopy(model)
+    sgd_loss, sgd = grads(reference, methods.SGD(), x, y)
+    loss, got = grads(model, methods.build(name, num_perturbations=4, **ZERO[name]), x, y)
+    torch.testing.assert_close(loss, sgd_loss)
+    total = torch.cat([g.flatten() for g in sgd]).norm()
+    difference = torch.cat([(a - b).flatten() for a, b in zip(got, sgd)]).norm()
+    assert difference / total < 1e-10
+    for a, b in zip(model.buffers(), reference.buffers()):  # running statistics updated once, alike
+        torch.testing.assert_close(a, b)
 
 
-def test_auto_falls_back_to_the_loop_for_attention():
-    model = nn.Sequential(nn.Linear(4, 4))
-    attention = nn.MultiheadAttention(4, 2, batch_first=True)
-    params = [attention.in_proj_weight]
-    assert methods.DAMP(0.1, 4).fused_modules(attention, params) is None
-    with pytest.raises(ValueError, match="executor='fused'"):
-        methods.DAMP(0.1, 4, executor="fused").fused_modules(attention, params)
-    assert methods.DAMP(0.1, 4, executor="fused").fused_modules(model, [model[0].weight]) is not None
-    assert methods.DAMP(0.1, 4).fused_modules(model, [model[0].weight]) is None  # auto on CPU: the loop
-    if torch.cuda.is_available():
-        cuda_model = model.cuda()
-        assert methods.DAMP(0.1, 4).fused_modules(cuda_model, [cuda_model[0].weight]) is not None
-        assert methods.DAMP(0.1, 1).fused_modules(cuda_model, [cuda_model[0].weight]) is None
+def test_ghost_batchnorm_is_explicit_and_differs():
+    x = torch.randn(8, 1, 6, 6, dtype=torch.float64) * 3 + 1
+    y = torch.randint(0, 3, (8,))
+    _, whole = grads(small_cnn(), methods.DAMP(0.0, 4), x, y)
+    _, ghost = grads(small_cnn(), methods.DAMP(0.0, 4, batchnorm="ghost"), x, y)
+    _, sgd = grads(small_cnn(), methods.SGD(), x, y)
+    assert all(torch.allclose(a, b) for a, b in zip(whole, sgd))
+    assert not torch.allclose(ghost[0], sgd[0])  # ghost BatchNorm: per-sub-batch statistics
+    model = small_cnn()
+    methods.DAMP(0.0, 4, batchnorm="ghost").backward(model, x, y, cross_entropy)
+    assert int(model[1].num_batches_tracked) == 4  # one update per sub-batch, as asked
+    with pytest.raises(ValueError, match="batchnorm='ghost'"):
+        methods.DAMP(0.1, 4, executor="loop").backward(small_cnn(), x, y, cross_entropy)
+    with pytest.raises(ValueError, match="whole-batch only"):
+        methods.SAM(0.1, 4, executor="fused", batchnorm="ghost")
+    with pytest.raises(ValueError, match="batchnorm"):
+        methods.DAMP(0.1, 4, batchnorm="per-sample")
     with pytest.raises(ValueError, match="executor"):
         methods.DAMP(0.1, 4, executor="fast")
 
 
-def test_fused_restores_forwards_when_the_loss_raises():
+def test_batchnorm_statistics_are_whole_batch_and_updated_once():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+    x, y = torch.randn(8, 1, 8, 8) * 3 + 1, torch.randint(0, 2, (8,))
+    for executor in ("split", "fused"):
+        m = copy.deepcopy(model)
+        methods.DAMP(0.0, num_perturbations=4, seed=0, executor=executor).backward(m, x, y, cross_entropy)
+        reference = nn.BatchNorm2d(4)
+        with torch.no_grad():
+            reference(model[0](x))
+        torch.testing.assert_close(m[1].running_mean, reference.running_mean)
+        torch.testing.assert_close(m[1].running_var, reference.running_var)
+        assert int(m[1].num_batches_tracked) == 1
+
+
+class ReadsChildWeight(nn.Module):
+    """A parent that reads its child's weight directly, so the child's forward never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.inner.weight, self.inner.bias)
+
+
+class OwnParameter(nn.Module):
+    """A parameter held by a module with children (like a ViT position embedding), next to BatchNorm."""
+
+    def __init__(self, batchnorm: bool):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(4))
+        self.norm = nn.BatchNorm1d(4) if batchnorm else nn.Identity()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(x + self.shift))
+
+
+def test_noise_is_never_silently_dropped():
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    for executor in ("split", "fused", "auto"):
+        with pytest.raises(RuntimeError, match="never called"):
+            methods.DAMP(0.1, 2, executor=executor).backward(ReadsChildWeight(), x, y, cross_entropy)
+    model = ReadsChildWeight()
+    methods.DAMP(0.1, 2, executor="loop").backward(model, x, y, cross_entropy)  # the loop perturbs in place
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_parameters_outside_leaf_modules():
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    # No BatchNorm: auto falls back to the loop, which computes the same thing.
+    methods.SAM(0.1, 2).backward(OwnParameter(batchnorm=False), x, y, cross_entropy)
+    with pytest.raises(ValueError, match="shift"):
+        methods.SAM(0.1, 2).backward(OwnParameter(batchnorm=True), x, y, cross_entropy)
+    methods.SAM(0.1, 2, batchnorm="ghost").backward(OwnParameter(batchnorm=True), x, y, cross_entropy)
+
+
+def test_forwards_restored_when_the_loss_raises():
     model = NoBN()
     x, y = torch.randn(4, 2, 8, 8), torch.randint(0, 3, (4,))
 
     def boom(out, target):
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError):
-        methods.DAMP(0.2, 2, executor="fused").backward(model, x, y, boom)
-    assert all("forward" not in vars(m) for m in model.modules())
+    for executor in ("split", "fused"):
+        with pytest.raises(RuntimeError):
+            methods.DAMP(0.2, 2, executor=executor).backward(model, x, y, boom)
+        assert all("forward" not in vars(m) for m in model.modules())
     methods.SGD().backward(model, x, y, cross_entropy)  # the model works as before

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import torch.nn.functional as F
+
+from damp.seeding import entropy_seed
 
 PRESETS = ("cifar", "tiny", "imagenet")
 
@@ -62,9 +63,7 @@ def make_generator(device: torch.device, generator: torch.Generator | None) -> t
     Never the global RNG: corruptions are reproducible exactly when the caller passes a generator.
     """
     if generator is None:
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-        return gen
+        return torch.Generator(device=device).manual_seed(entropy_seed())
     if generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the images are on {device}")
     return generator

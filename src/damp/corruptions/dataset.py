@@ -1,6 +1,7 @@
 """Corrupted datasets: seeded chunked generation, the released -C layouts, writers and readers.
 
-Layouts (anchors.md A.2):
+Layouts (as written by hendrycks/robustness `make_cifar_c.py` / `make_imagenet_c.py`; see
+hendrycks/robustness#21):
 - arrays (CIFAR-10-C): ``<corruption>.npy`` uint8 (S*N, H, W, C), severity-major (rows
   [(s-1)N, sN) hold severity s, test-set order inside), plus ``labels.npy`` (the labels repeated).
 - folders (Tiny-ImageNet-C, ImageNet-C): ``<corruption>/<severity>/<class>/<file>``, JPEG quality 85.
@@ -22,7 +23,7 @@ import torch
 
 from damp.corruptions import corrupt, get
 from damp.data.idx import DataFormatError
-from damp.methods.perturb import derive_seed
+from damp import seeding
 
 CHUNK = 250  # images per generator draw: part of the seeding contract, do not change lightly
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -31,7 +32,7 @@ JPEG_QUALITY = 85  # the reference saves Tiny-ImageNet-C / ImageNet-C as JPEG qu
 
 def chunk_seed(seed: int, name: str, severity: int, chunk_index: int) -> int:
     """The generator seed of one chunk: f(seed, corruption, severity, chunk index)."""
-    return derive_seed(seed, zlib.crc32(name.encode()), severity, chunk_index)
+    return seeding.derive_seed(seed, seeding.CORRUPTION_CHUNK, zlib.crc32(name.encode()), severity, chunk_index)
 
 
 def corrupted_chunks(images: torch.Tensor, name: str, severity: int, *, seed: int = 0,

@@ -11,7 +11,8 @@ from damp.data.arrays import ArrayDataset
 from damp.data.augment import crop_flip
 from damp.data.resident import ResidentLoader
 
-# Per-channel normalisation (applied inside the model), paper.md §2 "Preprocessing".
+# Per-channel normalisation (applied inside the model), as the official code (trungtrinh44/DAMP, datasets.py
+# and the ImageNet loaders); docs/fidelity.md.
 STATS = {
     "digits": ((0.5,), (0.5,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -88,7 +89,7 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
             train_ok, val_ok = decodable(train_samples), decodable(val_samples)
             skipped = len(train_samples) - len(train_ok) + len(val_samples) - len(val_ok)
             train_samples, val_samples = train_ok, val_ok
-        area = (0.05, 1.0) if vit else (0.08, 1.0)  # ViT crops use area (0.05, 1) (paper.md §2)
+        area = (0.05, 1.0) if vit else (0.08, 1.0)  # ViT crops use area (0.05, 1) (official ViT loader)
         train = FolderLoader(FolderDataset(train_samples, d.image_size, augment, cfg.seed, area), per_rank,
                              shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size,
                              num_workers=d.num_workers, device=device)
@@ -100,7 +101,7 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
     if augment not in ("none", "crop", "crop_flip"):
         raise ValueError(f"data.augment: {augment!r} applies to folder datasets only")
     padding, flip = d.crop_padding, augment == "crop_flip"
-    fn = None if augment == "none" else (lambda x, g: crop_flip(x, g, padding=padding, flip=flip))
+    fn = None if augment == "none" else (lambda x, u: crop_flip(x, u, padding=padding, flip=flip))
     train = ResidentLoader(data.train_images, data.train_labels, per_rank, shuffle=True, drop_last=True, augment=fn,
                            seed=cfg.seed, rank=rank, world_size=world_size, device=device)
     if len(train) == 0 and need_train:

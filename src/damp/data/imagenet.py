@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
 from damp.data.pil_augment import center_crop_eval, hflip, inception_crop, randaugment
 from damp.data.resident import epoch_order, num_batches, shard
-from damp.methods.perturb import derive_seed
+from damp import seeding
 
 
 class FolderDataset(Dataset):
@@ -39,7 +39,7 @@ class FolderDataset(Dataset):
         if self.augment == "none":
             im = center_crop_eval(im, self.image_size)
         else:
-            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, i))
+            rng = np.random.default_rng(seeding.derive_seed(self.seed, seeding.AUGMENT, self.epoch, i))
             im = hflip(inception_crop(im, rng, self.image_size, self.inception_area), rng)
             if self.augment == "inception_randaugment":
                 im = randaugment(im, rng, 2, 10.0)
@@ -67,7 +67,7 @@ class FolderLoader:
     def indices(self) -> list[int]:
         """This rank's sample indices for the current epoch (the resident loader's sharding)."""
         order = epoch_order(len(self.dataset), self.seed, self.epoch, self.shuffle)
-        return shard(order, self.rank, self.world_size, self.drop_last).tolist()
+        return shard(order, self.rank, self.world_size, self.batch_size, self.drop_last).tolist()
 
     def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()

@@ -1,9 +1,10 @@
 """A device-resident loader for small datasets (airbench style): no workers, on-device shuffling.
 
 Images stay on the device as uint8 (or float) NCHW; each batch is an index slice of an on-device
-permutation, converted to float [0, 1] and augmented in one batched call. The permutation and the
-augmentation randomness are pure functions of (seed, epoch, batch index), so a resumed run can
-start in the middle of an epoch and draw exactly what an uninterrupted run would.
+permutation, converted to float [0, 1] and augmented in one batched call. The permutation is a pure
+function of (seed, epoch) and each image's augmentation of (seed, epoch, dataset index), so a
+resumed run can start in the middle of an epoch and draw exactly what an uninterrupted run would,
+and N processes together see exactly the batches one process would (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from damp.methods.perturb import derive_seed
+from damp import seeding
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, C, H, W), uniforms (B, 4)) -> x
+AUGMENT_DRAWS = 4  # uniforms per image handed to the augmentation
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, device: torch.device | str = "cpu") -> torch.Tensor:
     """The sample order of an epoch: a permutation that is a pure function of (seed, epoch), or 0..n-1."""
     if not shuffle:
         return torch.arange(n, device=device)
-    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 0))
-    return torch.randperm(n, generator=gen, device=device)
+    return torch.randperm(n, generator=seeding.generator(device, seed, seeding.ORDER, epoch), device=device)
 
 
 def shard_size(n: int, world_size: int, drop_last: bool) -> int:
@@ -35,12 +36,24 @@ def num_batches(n: int, world_size: int, batch_size: int, drop_last: bool) -> in
     return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
 
 
-def shard(order: torch.Tensor, rank: int, world_size: int, drop_last: bool) -> torch.Tensor:
-    """This rank's part of ``order``; every rank gets the same count, so no rank waits on another."""
+def shard(order: torch.Tensor, rank: int, world_size: int, batch_size: int, drop_last: bool) -> torch.Tensor:
+    """This rank's part of ``order``, batch by batch: global batch b is ``order[b*W*B:(b+1)*W*B]``
+    and rank r holds its r-th slice of B, so the global batches (and their sub-batches, in rank order)
+    are the same for any number of processes. Every rank gets the same count, so none waits.
+
+    Args:
+        order: the epoch's sample order.
+        batch_size: the per-process batch B.
+        drop_last: drop the final incomplete global batch, else pad it by wrapping around.
+    """
     total = shard_size(len(order), world_size, drop_last) * world_size
     if total > len(order):  # pad by wrapping
         order = torch.cat([order, order[: total - len(order)]])
-    return order[:total][rank::world_size]
+    order = order[:total]
+    full = total // (world_size * batch_size)
+    head = order[: full * world_size * batch_size].view(full, world_size, batch_size)[:, rank].reshape(-1)
+    tail = order[full * world_size * batch_size:].view(world_size, -1)[rank]
+    return torch.cat([head, tail])
 
 
 class ResidentLoader:
@@ -52,11 +65,11 @@ class ResidentLoader:
         batch_size: per-process batch size.
         shuffle: reshuffle every epoch (from ``seed`` and the epoch number).
         drop_last: drop the final incomplete batch (training).
-        augment: optional batched augmentation ``f(x, generator) -> x``.
+        augment: optional batched augmentation ``f(x, uniforms) -> x``; uniforms (B, 4) in [0, 1)
+            are each image's own, keyed by (seed, epoch, dataset index).
         seed: seed of the permutation and the augmentation.
-        rank, world_size: shard every epoch's permutation across processes (DDP); every rank gets the
-            same number of samples (the remainder is dropped when ``drop_last``, else padded by
-            wrapping around so no rank waits on another).
+        rank, world_size: shard every epoch's permutation across processes (DDP) by :func:`shard`;
+            the remainder is dropped when ``drop_last``, else padded by wrapping around.
         device: where the data lives; defaults to the images' device.
     """
 
@@ -89,7 +102,7 @@ class ResidentLoader:
     def indices(self) -> torch.Tensor:
         """This rank's sample indices for the current epoch, on the device."""
         order = epoch_order(len(self.labels), self.seed, self.epoch, self.shuffle, self.device)
-        return shard(order, self.rank, self.world_size, self.drop_last)
+        return shard(order, self.rank, self.world_size, self.batch_size, self.drop_last)
 
     def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate this epoch's batches from ``start_batch`` on (for mid-epoch resume)."""
@@ -99,9 +112,8 @@ class ResidentLoader:
             x = self.images[idx]
             x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
             if self.augment is not None:
-                gen = torch.Generator(device=self.device)
-                gen.manual_seed(derive_seed(self.seed, self.epoch, b + 1))
-                x = self.augment(x, gen)
+                base = seeding.derive_seed(self.seed, seeding.AUGMENT, self.epoch)
+                x = self.augment(x, seeding.keyed_uniform(base, idx, AUGMENT_DRAWS))
             yield x, self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -19,10 +19,15 @@ from damp.methods.sgd import SGD
 METHODS: dict[str, type[Method]] = {"sgd": SGD, "damp": DAMP, "daap": DAAP, "sam": SAM, "asam": ASAM}
 
 
+# Execution options, not hyperparameters: they change how a step runs, not what it computes
+# (batchnorm="ghost" does change it, and is documented as the one explicit exception).
+OPTIONS = ("executor", "batchnorm")
+
+
 def hyperparameter_names(name: str) -> list[str]:
-    """The hyperparameters :func:`build` accepts for method ``name``."""
+    """The hyperparameters :func:`build` accepts for method ``name`` (without the execution options)."""
     cls = _lookup(name)
-    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params", "executor")]
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params") + OPTIONS]
 
 
 def _lookup(name: str) -> type[Method]:
@@ -39,7 +44,7 @@ def build(name: str, **hparams: Any) -> Method:
         ValueError: naming the method or the hyperparameter that is unknown or invalid.
     """
     cls = _lookup(name)
-    allowed = hyperparameter_names(name) + (["executor"] if issubclass(cls, WeightNoise) else [])
+    allowed = hyperparameter_names(name) + [o for o in OPTIONS if o in inspect.signature(cls.__init__).parameters]
     for key in hparams:
         if key not in allowed:
             raise ValueError(f"Invalid hyperparameter for {name}: {key!r} (accepted: {', '.join(allowed)})")
@@ -51,5 +56,5 @@ def build(name: str, **hparams: Any) -> Method:
     return cls(**hparams)
 
 
-__all__ = ["ASAM", "DAAP", "DAMP", "METHODS", "Method", "SAM", "SGD", "WeightNoise", "build",
+__all__ = ["ASAM", "DAAP", "DAMP", "METHODS", "Method", "OPTIONS", "SAM", "SGD", "WeightNoise", "build",
            "hyperparameter_names", "perturbed_parameters"]

@@ -43,9 +43,21 @@ def check_count(name: str, value: Any) -> int:
     return int(value)
 
 
-def current_rank() -> int:
-    """The process's rank under torch.distributed, else 0."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+def local_subbatches(num_perturbations: int) -> range:
+    """The global indices of this process's sub-batches: M / world consecutive ones from rank * M / world.
+
+    M counts the sub-batches of the global batch (the paper's M), which the processes hold in rank
+    order, so sub-batch m has the same samples and the same noise on 1 or N processes.
+
+    Raises:
+        ValueError: if M is not divisible by the number of processes.
+    """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+        else (0, 1)
+    if num_perturbations % world:
+        raise ValueError(f"num_perturbations={num_perturbations} is not divisible by the {world} processes")
+    per_process = num_perturbations // world
+    return range(rank * per_process, (rank + 1) * per_process)
 
 
 def grad_sync(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
@@ -82,13 +94,11 @@ class Method:
     Subclasses implement :meth:`backward`; they keep no tensors between steps.
 
     Args:
-        num_perturbations: M, the number of equal sub-batches a batch is split into; each gets its
-            own perturbation. Under DDP it counts the sub-batches of this process.
+        num_perturbations: M, the number of equal sub-batches the global batch is split into; each
+            gets its own perturbation. Under DDP each of the N processes holds M / N of them.
         params: optional selector ``model -> [(name, parameter)]`` choosing the perturbed (DAMP,
             DAAP) or adaptively scaled (ASAM) parameters; defaults to :func:`perturbed_parameters`.
     """
-
-    name = "method"
 
     def __init__(self, *, num_perturbations: int = 1, params: ParamSelector | None = None) -> None:
         self.num_perturbations = check_count("num_perturbations", num_perturbations)
@@ -124,5 +134,7 @@ class Method:
         """Restore :meth:`state_dict`."""
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
-        return f"{type(self).__name__}({args})"
+        args = [f"{k}={v!r}" for k, v in self.hparams().items()]
+        args += [f"{k}={getattr(self, k)!r}" for k, default in (("executor", "auto"), ("batchnorm", "whole"))
+                 if getattr(self, k, default) != default]
+        return f"{type(self).__name__}({', '.join(args)})"

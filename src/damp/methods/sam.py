@@ -6,10 +6,16 @@ with the norm over *all* parameters (T = 1 for SAM; for ASAM T = |w| + eta on th
 and norm scales, 1 elsewhere, as in the official ASAM code and DAMP's `build_ASAM_optimizer`); then
 accumulate grad L(omega + eps) / M. The weights are restored bit-exactly afterwards.
 
-BatchNorm: running statistics come from the first (unperturbed) pass only; the second pass saves
-and restores them (davda54/sam#17). DDP: the ascent gradient is each replica's own (computed with
-``torch.autograd.grad`` under ``no_sync``, so it neither syncs nor touches ``.grad``); only the last
-sub-batch's second backward all-reduces. AMP: the ascent direction is invariant to the loss scale,
+BatchNorm (``batchnorm=``): "whole" (default) normalises over the whole batch of every process, as
+the official CIFAR SAM/ASAM configs do: both passes run every parameter as M per-sub-batch copies
+inside one forward (methods/subbatch.py), the ascent gradient of sub-batch m is the gradient with
+respect to its copy, and the descent pass evaluates copy m at omega + eps_m. "ghost" normalises each
+sub-batch separately (the official TinyImageNet and ImageNet SAM/ASAM configs) and runs the loop.
+With rho = 0 the whole-batch gradient is exactly SGD's. Running statistics come from the first
+(unperturbed) pass only; the second pass saves and restores them (davda54/sam#17).
+
+DDP: the ascent gradient is each process's own (``torch.autograd.grad`` under ``no_sync``, so it
+neither syncs nor touches ``.grad``); the descent backward all-reduces once. AMP: the ascent direction is invariant to the loss scale,
 so scaled gradients are used as they are; a non-finite ascent gradient propagates into the second
 gradient, which GradScaler then skips.
 """
@@ -21,9 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, run_backward)
+from damp.dist import unwrap
+from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, local_subbatches,
+                               run_backward)
 from damp.methods.perturb import (ParamSelector, frozen_batchnorm_stats, snapshot, split_batch,
                                   trainable_parameters)
+from damp.methods.subbatch import check_modes, plan, process_group, subbatch_forward
 
 # davda54/sam and the official ASAM code add this to the norm to avoid 0/0 at a stationary point.
 NORM_EPS = 1e-12
@@ -57,21 +66,41 @@ def ascent_perturbation(grads: list[torch.Tensor], rho: float,
     return [w * factor.to(w.device, w.dtype) for w in weighted]
 
 
+def subbatch_ascent(grads: list[torch.Tensor], rho: float, scales: list[torch.Tensor | None] | None = None
+                    ) -> list[torch.Tensor]:
+    """:func:`ascent_perturbation` for M sub-batches at once: grads (M, *shape) per tensor, one norm per m.
+
+    >>> g = [torch.tensor([[3.0, 4.0], [0.0, 2.0]])]
+    >>> subbatch_ascent(g, rho=1.0)[0]
+    tensor([[0.6000, 0.8000],
+            [0.0000, 1.0000]])
+    """
+    scales = scales if scales is not None else [None] * len(grads)
+    scaled = [g if t is None else g * t for g, t in zip(grads, scales)]
+    # Norms in float32 at least (float64 stays float64, so reference checks are exact).
+    squares = torch.stack([s.to(torch.promote_types(s.dtype, torch.float32)).flatten(1).square().sum(1)
+                           for s in scaled])  # (tensors, M)
+    factor = rho / (squares.sum(0).sqrt() + NORM_EPS)  # (M,)
+    return [(s if t is None else s * t) * factor.view(-1, *[1] * (s.dim() - 1)).to(s.dtype)
+            for s, t in zip(scaled, scales)]
+
+
 class SAM(Method):
     """Sharpness-aware minimisation, one ascent per sub-batch (m-sharpness).
 
     Args:
         rho: neighbourhood radius (paper: 0.045 CIFAR-10, 0.06 CIFAR-100, 0.05 ImageNet).
         num_perturbations: M equal sub-batches per batch, each with its own ascent direction.
+        executor: "auto", "fused", "split" or "loop" (methods/subbatch.py; same math).
+        batchnorm: "whole" (default) or "ghost" (BatchNorm per sub-batch).
     """
 
-    name = "sam"
-    adaptive = False
-
-    def __init__(self, rho: float, num_perturbations: int = 1, *, params: ParamSelector | None = None
-                 ) -> None:
+    def __init__(self, rho: float, num_perturbations: int = 1, *, params: ParamSelector | None = None,
+                 executor: str = "auto", batchnorm: str = "whole") -> None:
         super().__init__(num_perturbations=num_perturbations, params=params)
         self.rho = check_nonnegative("rho", rho)
+        check_modes(executor, batchnorm)
+        self.executor, self.batchnorm = executor, batchnorm
 
     def hparams(self) -> dict[str, Any]:
         return {"rho": self.rho, "num_perturbations": self.num_perturbations}
@@ -83,10 +112,30 @@ class SAM(Method):
     def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
                  *, scaler: torch.amp.GradScaler | None = None,
                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        m_total = self.num_perturbations
-        chunks = split_batch(inputs, targets, m_total)
+        m_local = len(local_subbatches(self.num_perturbations))
+        chunks = split_batch(inputs, targets, m_local)
         params = trainable_parameters(model)
         scales = self.scales(model, params)  # from the clean weights, the same for every sub-batch
+        kernels, owners = plan(self.executor, self.batchnorm, unwrap(model), params, params[0].device)
+        if kernels == "loop":
+            return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
+        run_copies = lambda copies: subbatch_forward(unwrap(model), owners, copies, m_local, kernels,  # noqa: E731
+                                                     process_group())
+        clean = [p.unsqueeze(0).expand(m_local, *p.shape) for p in params]
+        with run_copies(clean) as run, grad_sync(model, enabled=False):
+            loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
+            run.check()
+            scaled_loss = scaler.scale(loss) if scaler is not None else loss
+            grads = torch.autograd.grad(scaled_loss, clean, allow_unused=True)
+        grads = [torch.zeros_like(c) if g is None else g for g, c in zip(grads, clean)]
+        eps = subbatch_ascent(grads, self.rho, scales)
+        perturbed = [p.unsqueeze(0) + e.detach().to(p.dtype) for p, e in zip(params, eps)]
+        with run_copies(perturbed), frozen_batchnorm_stats(model):
+            run_backward(forward_loss(model, inputs, targets, loss_fn, autocast_dtype), scaler)
+        return loss.detach()
+
+    def _loop_backward(self, model, chunks, loss_fn, params, scales, scaler, autocast_dtype) -> torch.Tensor:
+        """M sub-batch passes at in-place perturbed weights (BatchNorm per sub-batch)."""
         losses = []
         with snapshot(params) as clean:
             for m, (x, y) in enumerate(chunks):
@@ -102,9 +151,9 @@ class SAM(Method):
                 with torch.no_grad():
                     torch._foreach_add_([params[i] for i in used],
                                         [e.to(params[i].dtype) for i, e in zip(used, eps)])
-                with frozen_batchnorm_stats(model), grad_sync(model, enabled=m == m_total - 1):
+                with frozen_batchnorm_stats(model), grad_sync(model, enabled=m == len(chunks) - 1):
                     perturbed_loss = forward_loss(model, x, y, loss_fn, autocast_dtype)
-                    run_backward(perturbed_loss / m_total, scaler)
+                    run_backward(perturbed_loss / len(chunks), scaler)
                 losses.append(loss.detach())
         return torch.stack(losses).mean()
 
@@ -118,14 +167,12 @@ class ASAM(SAM):
         rho: radius (paper: 1.0 CIFAR-10, 2.0 CIFAR-100, 1.5 ImageNet).
         eta: offset of T (0.0 in every official DAMP config).
         num_perturbations: M sub-batches, each with its own ascent.
+        executor, batchnorm: as for :class:`SAM`.
     """
 
-    name = "asam"
-    adaptive = True
-
     def __init__(self, rho: float, eta: float = 0.0, num_perturbations: int = 1, *,
-                 params: ParamSelector | None = None) -> None:
-        super().__init__(rho, num_perturbations, params=params)
+                 params: ParamSelector | None = None, executor: str = "auto", batchnorm: str = "whole") -> None:
+        super().__init__(rho, num_perturbations, params=params, executor=executor, batchnorm=batchnorm)
         self.eta = check_nonnegative("eta", eta)
 
     def hparams(self) -> dict[str, Any]:

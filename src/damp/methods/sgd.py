@@ -1,11 +1,17 @@
-"""Plain single-pass training (the SGD baseline; with dropout in the model it is the Dropout baseline)."""
+"""Plain single-pass training (the SGD baseline; with dropout in the model it is the Dropout baseline).
+
+Under torch.distributed, BatchNorm statistics are synchronised over all processes, as for every
+method (methods/subbatch.py), so N processes train as one process on the global batch would.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from damp.dist import unwrap
 from damp.methods.base import LossFn, Method, forward_loss, run_backward
+from damp.methods.subbatch import process_group, subbatch_forward
 
 
 class SGD(Method):
@@ -20,8 +26,6 @@ class SGD(Method):
     (torch.Size([]), torch.Size([2, 3]))
     """
 
-    name = "sgd"
-
     def __init__(self) -> None:
         super().__init__(num_perturbations=1)
 
@@ -31,6 +35,11 @@ class SGD(Method):
     def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
                  *, scaler: torch.amp.GradScaler | None = None,
                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
+        group = process_group()
+        if group is None:
+            loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
+        else:
+            with subbatch_forward(unwrap(model), {}, [], 1, group=group):
+                loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
         run_backward(loss, scaler)
         return loss.detach()

@@ -1,0 +1,375 @@
+"""Per-sub-batch weights inside one forward pass, with BatchNorm over the whole batch.
+
+DAMP, DAAP, SAM and ASAM evaluate sub-batch m of a batch at its own weights w_m. The official code
+does this with ``vmap`` over sub-batches and a BatchNorm whose statistics are synchronised over the
+whole batch of every device (paper §4; docs/fidelity.md, "BatchNorm"). Here every module that owns
+a perturbed parameter runs its M weight copies on the M sub-batches of its input, and every other
+layer, BatchNorm included, sees the whole batch. Two kernel strategies compute the same thing:
+
+- ``"fused"``: one grouped convolution (groups = M x groups) or one batched matmul per layer; the
+  fastest on a GPU, where one large kernel beats M small launches.
+- ``"split"``: M ordinary convolutions / matmuls on the M slices of the layer's input, concatenated;
+  the fastest on CPU, where oneDNN runs small batches well and grouped convolutions slowly.
+
+Copies are ``w + delta.detach()`` (or an ``expand`` of w): their Jacobian with respect to w is the
+identity, so autograd accumulates sum_m dL/dw_m, the gradient *at* the perturbed weights without a
+chain-rule xi factor, as the paper's Algorithm 1 (line 9) and the official code take it.
+
+Under torch.distributed, BatchNorm statistics are all-reduced over the process group (autograd
+included), so N processes normalise over the global batch as one process would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+KERNELS = ("fused", "split")
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def process_group() -> dist.ProcessGroup | None:
+    """The default group when several processes run, else None (nothing to synchronise)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.group.WORLD
+    return None
+
+
+def has_train_batchnorm(model: nn.Module) -> bool:
+    """Whether any BatchNorm layer of ``model`` normalises with batch statistics (train mode)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)
+               for m in model.modules())
+
+
+def parameter_owners(model: nn.Module, params: list[torch.Tensor]) -> dict[nn.Module, dict[str, int]] | str:
+    """Map each module that will run copies to {its local parameter name: index into ``params``}.
+
+    The owner of a parameter is the module holding it. ``nn.MultiheadAttention`` owns its
+    ``out_proj`` parameters too, since it reads them directly and never calls ``out_proj``.
+
+    Returns:
+        The mapping, or a one-line reason naming a parameter no module can run per sub-batch
+        (one held by a module with children, such as a ViT's position embedding).
+    """
+    index: dict[int, int] = {}
+    for i, p in enumerate(params):
+        index.setdefault(id(p), i)
+    owners: dict[nn.Module, dict[str, int]] = {}
+    claimed: set[int] = set()
+    for module_name, module in model.named_modules():
+        local = {}
+        if isinstance(module, nn.MultiheadAttention):
+            local = {f"out_proj.{n}": p for n, p in module.out_proj._parameters.items()}
+        local.update(module._parameters)
+        for name, p in local.items():
+            if p is None or id(p) not in index or id(p) in claimed:
+                continue
+            leaf = isinstance(module, nn.MultiheadAttention) or not any(True for _ in module.children())
+            if not leaf:
+                return f"parameter {module_name + '.' if module_name else ''}{name} belongs to a module with children"
+            owners.setdefault(module, {})[name] = index[id(p)]
+            claimed.add(id(p))
+    missing = len(index) - len(claimed)
+    return owners if not missing else f"{missing} selected parameters belong to no module of the model"
+
+
+def _get(module: nn.Module, copies: dict[str, torch.Tensor], name: str, k: int) -> torch.Tensor | None:
+    """Sub-batch k's value of parameter ``name``: its copy, or the module's shared parameter."""
+    return copies[name][k] if name in copies else getattr(module, name)
+
+
+def _split_conv(module, copies, m, x):
+    outs = [module._conv_forward(xk, _get(module, copies, "weight", k), _get(module, copies, "bias", k))
+            for k, xk in enumerate(x.chunk(m))]
+    return torch.cat(outs)
+
+
+def _fused_conv(module, copies, m, x):
+    if module.padding_mode != "zeros" or isinstance(module.padding, str) and module.padding != "valid":
+        return _split_conv(module, copies, m, x)
+    weight = copies.get("weight", module.weight.expand(m, *module.weight.shape))  # (M, O, C/g, *k)
+    mb, c, *spatial = x.shape
+    b = mb // m
+    stacked = x.reshape(m, b, c, *spatial).transpose(0, 1).reshape(b, m * c, *spatial)
+    conv = _CONV_FN[len(spatial)]
+    out = conv(stacked, weight.reshape(-1, *weight.shape[2:]).to(x.dtype), None, module.stride,
+               0 if module.padding == "valid" else module.padding, module.dilation, module.groups * m)
+    o, out_spatial = weight.shape[1], out.shape[2:]
+    out = out.reshape(b, m, o, *out_spatial).transpose(0, 1)  # (M, b, O, ...)
+    bias = copies.get("bias", None if module.bias is None else module.bias.expand(m, o))
+    if bias is not None:
+        out = out + bias.view(m, 1, o, *[1] * len(out_spatial)).to(out.dtype)
+    return out.reshape(mb, o, *out_spatial)
+
+
+def _split_linear(module, copies, m, x):
+    return torch.cat([F.linear(xk, _get(module, copies, "weight", k), _get(module, copies, "bias", k))
+                      for k, xk in enumerate(x.chunk(m))])
+
+
+def _fused_linear(module, copies, m, x):
+    weight = copies.get("weight", module.weight.expand(m, *module.weight.shape))  # (M, out, in)
+    grouped = x.reshape(m, -1, x.shape[-1])  # (M, b * ..., in): sub-batches are contiguous
+    out = torch.bmm(grouped, weight.transpose(1, 2).to(grouped.dtype))
+    bias = copies.get("bias", None if module.bias is None else module.bias.expand(m, weight.shape[1]))
+    if bias is not None:
+        out = out + bias[:, None].to(out.dtype)
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+def _affine(normalized: torch.Tensor, module: nn.Module, copies: dict[str, torch.Tensor], m: int,
+            channel_dims: list[int]) -> torch.Tensor:
+    """normalized * scale_m + shift_m, with per-sub-batch copies where present."""
+    grouped = normalized.reshape(m, normalized.shape[0] // m, *normalized.shape[1:])  # (M, b, ...)
+    out = grouped
+    for name, multiply in (("weight", True), ("bias", False)):
+        value = copies.get(name, getattr(module, name, None))
+        if value is None:
+            continue
+        shape = [m if name in copies else 1] + [1] * normalized.dim()
+        for d, size in zip(channel_dims, value.shape[-len(channel_dims):]):
+            shape[d + 1] = size
+        value = value.reshape(shape).to(out.dtype)
+        out = out * value if multiply else out + value
+    return out.reshape(normalized.shape)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Statistics of half-precision activations in float32; float64 stays float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes of ``group``; the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = grad.clone()
+        dist.all_reduce(out, group=ctx.group)
+        return out, None
+
+
+def _synced_batch_stats(x: torch.Tensor, group: dist.ProcessGroup) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and biased variance over the batch of every process (differentiable).
+
+    Two passes (the mean, then the centred squares), which keeps float32 variances accurate.
+    """
+    dims = [0] + list(range(2, x.dim()))
+    view = [1, -1] + [1] * (x.dim() - 2)
+    xf = _at_least_float32(x)
+    count = x.numel() // x.shape[1] * dist.get_world_size(group)
+    mean = _AllReduceSum.apply(xf.sum(dims), group) / count
+    var = _AllReduceSum.apply((xf - mean.view(view)).square().sum(dims), group) / count
+    return mean, var, count
+
+
+def whole_batch_norm(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
+                     group: dist.ProcessGroup | None) -> torch.Tensor:
+    """BatchNorm without its affine part, over the whole batch (of every process in ``group``).
+
+    Running statistics are updated once, as ``nn.BatchNorm`` does (momentum, or the cumulative
+    average when momentum is None).
+    """
+    training = module.training or module.running_mean is None
+    factor = 0.0
+    if module.training and module.track_running_stats and module.num_batches_tracked is not None:
+        module.num_batches_tracked.add_(1)
+        factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
+    if group is None or not training:
+        track = not module.training or module.track_running_stats
+        return F.batch_norm(x, module.running_mean if track else None, module.running_var if track else None,
+                            None, None, training, factor, module.eps)
+    mean, var, count = _synced_batch_stats(x, group)
+    if module.training and module.track_running_stats:
+        with torch.no_grad():
+            module.running_mean.lerp_(mean.to(module.running_mean.dtype), factor)
+            module.running_var.lerp_((var * count / max(count - 1, 1)).to(module.running_var.dtype), factor)
+    view = [1, -1] + [1] * (x.dim() - 2)
+    return ((_at_least_float32(x) - mean.view(view)) * torch.rsqrt(var + module.eps).view(view)).to(x.dtype)
+
+
+def _batchnorm(module, copies, m, x, group):
+    return _affine(whole_batch_norm(module, x, group), module, copies, m, [1])
+
+
+def _layernorm(module, copies, m, x):
+    shape = module.normalized_shape
+    dims = list(range(x.dim() - len(shape), x.dim()))
+    return _affine(F.layer_norm(x, shape, None, None, module.eps), module, copies, m, dims)
+
+
+def _groupnorm(module, copies, m, x):
+    return _affine(F.group_norm(x, module.num_groups, None, None, module.eps), module, copies, m, [1])
+
+
+def _generic(module, copies, m, *args, **kwargs):
+    """Any other leaf module (nn.MultiheadAttention, user layers): its own forward once per sub-batch.
+
+    The inputs are split along the batch dimension (dim 1 for a sequence-first MultiheadAttention);
+    the module must treat samples independently, as every layer but BatchNorm does.
+    """
+    dim = 1 if isinstance(module, nn.MultiheadAttention) and not module.batch_first else 0
+    batch = args[0].shape[dim]
+
+    def part(value, k, d=dim):
+        if isinstance(value, torch.Tensor) and value.dim() > d and value.shape[d] == batch:
+            return value.chunk(m, d)[k]
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == batch:  # e.g. key_padding_mask
+            return value.chunk(m, 0)[k]
+        return value
+
+    outputs = []
+    for k in range(m):
+        with _parameters_replaced(module, {name: copy[k] for name, copy in copies.items()}):
+            outputs.append(type(module).forward(module, *[part(a, k) for a in args],
+                                                **{key: part(v, k) for key, v in kwargs.items()}))
+    if isinstance(outputs[0], torch.Tensor):
+        return torch.cat(outputs, dim)
+    return type(outputs[0])(None if parts[0] is None else torch.cat(parts, dim if i == 0 else 0)
+                            for i, parts in enumerate(zip(*outputs)))
+
+
+@contextlib.contextmanager
+def _parameters_replaced(module: nn.Module, values: dict[str, torch.Tensor]) -> Iterator[None]:
+    saved = []
+    try:
+        for name, value in values.items():
+            *path, attr = name.split(".")
+            holder = module.get_submodule(".".join(path)) if path else module
+            saved.append((holder, attr, holder._parameters[attr]))
+            holder._parameters[attr] = value  # read by attribute access; restored below
+        yield
+    finally:
+        for holder, attr, param in reversed(saved):
+            holder._parameters[attr] = param
+
+
+def _forward_for(module: nn.Module, kernels: str):
+    conv = isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
+    if conv:
+        return _fused_conv if kernels == "fused" else _split_conv
+    if type(module) is nn.Linear or isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
+        return _fused_linear if kernels == "fused" else _split_linear
+    if isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward:
+        return _layernorm
+    if isinstance(module, nn.GroupNorm) and type(module).forward is nn.GroupNorm.forward:
+        return _groupnorm
+    return _generic
+
+
+EXECUTORS = ("auto", "fused", "split", "loop")
+BATCHNORM_MODES = ("whole", "ghost")
+
+
+def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Tensor], device: torch.device
+         ) -> tuple[str, dict[nn.Module, dict[str, int]] | None]:
+    """How a step runs: ("loop", None), or (kernels, owners) for :func:`subbatch_forward`.
+
+    "loop" (M forward/backward passes of the whole model) normalises BatchNorm per sub-batch, so it
+    is chosen only for ``batchnorm="ghost"`` or for models without a BatchNorm in train mode, where
+    it computes the same as the per-layer executors. "auto" picks "fused" on CUDA and "split"
+    elsewhere, and the loop when a selected parameter cannot run per layer and nothing needs it to.
+
+    Raises:
+        ValueError: when the requested combination cannot give whole-batch BatchNorm.
+    """
+    batchnorm_in_train = has_train_batchnorm(model)
+    if batchnorm == "ghost":
+        return "loop", None
+    if executor == "loop":
+        if batchnorm_in_train:
+            raise ValueError("executor='loop' normalises BatchNorm per sub-batch; pass batchnorm='ghost' to ask "
+                             "for that, or use executor='auto'")
+        return "loop", None
+    owners = parameter_owners(model, params)
+    if isinstance(owners, str):
+        if executor == "auto" and not batchnorm_in_train:
+            return "loop", None
+        raise ValueError(f"executor={executor!r} cannot run every selected parameter per sub-batch ({owners}); "
+                         "select other parameters, or pass batchnorm='ghost' for per-sub-batch BatchNorm")
+    if executor == "auto":
+        executor = "fused" if device.type == "cuda" else "split"
+    return executor, owners
+
+
+def check_modes(executor: str, batchnorm: str) -> None:
+    """``ValueError`` for an unknown executor or BatchNorm mode, or ghost BatchNorm with a per-layer executor."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"Invalid executor: {executor!r} (choose from {', '.join(EXECUTORS)})")
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"Invalid batchnorm: {batchnorm!r} (choose from {', '.join(BATCHNORM_MODES)})")
+    if batchnorm == "ghost" and executor not in ("auto", "loop"):
+        raise ValueError(f"batchnorm='ghost' runs the loop executor; executor={executor!r} is whole-batch only")
+
+
+class SubBatchRun:
+    """Handle of :func:`subbatch_forward`; :meth:`check` refuses a forward that skipped a copy."""
+
+    def __init__(self) -> None:
+        self.calls: dict[nn.Module, int] = {}
+        self.names: dict[nn.Module, str] = {}
+
+    def check(self) -> None:
+        """Raise if a module with copies was never called: its noise would have been dropped."""
+        skipped = [self.names[mod] for mod, calls in self.calls.items() if calls == 0]
+        if skipped:
+            raise RuntimeError(f"per-sub-batch weights were not applied to {', '.join(skipped)}: their forward was "
+                               "never called (a parent reads the weight directly); choose other parameters "
+                               "or executor='loop'")
+
+
+@contextlib.contextmanager
+def subbatch_forward(model: nn.Module, owners: dict[nn.Module, dict[str, int]], copies: list[torch.Tensor],
+                     m: int, kernels: str = "split", group: dist.ProcessGroup | None = None
+                     ) -> Iterator[SubBatchRun]:
+    """Within the block, sub-batch k of every forward runs at weights ``copies[i][k]``.
+
+    Args:
+        model: the (unwrapped) network; batches must be ordered sub-batch-major.
+        owners: from :func:`parameter_owners` for the parameters ``copies`` belong to.
+        copies: per parameter, an (M, *shape) tensor of its M sub-batch values.
+        m: the number of sub-batches M.
+        kernels: "fused" (grouped / batched kernels) or "split" (M kernels per layer).
+        group: synchronise BatchNorm statistics over this process group (None: this process only).
+    """
+    if kernels not in KERNELS:
+        raise ValueError(f"Invalid kernels: {kernels!r} ({' or '.join(KERNELS)})")
+    run = SubBatchRun()
+    names = {module: name for name, module in model.named_modules()}
+    patched = []
+    try:
+        for module in model.modules():
+            own = {name: copies[i] for name, i in owners.get(module, {}).items()}
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if not own and group is None:
+                    continue  # nn.BatchNorm's own forward already normalises over this process's batch
+                fn = types.MethodType(lambda self, x, own=own: _batchnorm(self, own, m, x, group), module)
+            elif own:
+                impl = _forward_for(module, kernels)
+                run.calls[module], run.names[module] = 0, names[module] or type(module).__name__
+
+                def fn(self, *args, impl=impl, own=own, **kwargs):
+                    run.calls[self] += 1
+                    return impl(self, own, m, *args, **kwargs)
+                fn = types.MethodType(fn, module)
+            else:
+                continue
+            module.forward = fn
+            patched.append(module)
+        yield run
+    finally:
+        for module in patched:
+            del module.forward  # back to the class's forward
