@@ -1,7 +1,8 @@
 """Corruption throughput: ms per image for each corruption (all 5 severities) at each preset.
 
 A thin front-end to ``damp.bench.corruption_throughput``, which compares with the reference
-timings of anchors.md A.9 (hendrycks/robustness code, one core). Not part of the test suite.
+timings of the hendrycks/robustness code (one core; ``REFERENCE_MS`` in ``damp.bench``). Not part of
+the test suite.
 
     python benchmarks/corruption_speed.py [--device cpu|cuda] [--presets cifar,tiny,imagenet] [--out FILE.json]
 """

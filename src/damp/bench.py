@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from damp import __version__, corruptions, methods
+from damp.methods.subbatch import plan
 from damp.models import build_model
 
-# anchors.md A.9: reference ms per image per severity (hendrycks/robustness code, one core).
+# Reference ms per image per severity: the hendrycks/robustness code timed on one core of this project's
+# CI machine class (docs/corruptions.md, "Speed").
 REFERENCE_MS = {
     "gaussian_noise": (0.10, 0.54, 9.10), "shot_noise": (0.25, 1.42, 16.26), "impulse_noise": (0.14, 0.41, 4.37),
     "defocus_blur": (0.24, 0.62, 5.45), "glass_blur": (15.32, 69.21, 1442.79), "motion_blur": (1.52, 4.78, 109.70),
@@ -64,9 +66,10 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     candidates = {"sgd": methods.SGD(), "damp": methods.DAMP(0.1, m, seed=0), "daap": methods.DAAP(0.01, m, seed=0),
                   "sam": methods.SAM(0.05, m), "asam": methods.ASAM(1.0, num_perturbations=m),
-                  # Both DAMP executors, whatever "auto" picks on this device.
+                  # Every DAMP executor, whatever "auto" picks on this device (ghost BatchNorm: the loop).
                   "damp_fused": methods.DAMP(0.1, m, seed=0, executor="fused"),
-                  "damp_loop": methods.DAMP(0.1, m, seed=0, executor="loop")}
+                  "damp_split": methods.DAMP(0.1, m, seed=0, executor="split"),
+                  "damp_ghost": methods.DAMP(0.1, m, seed=0, batchnorm="ghost")}
     def step(method) -> None:
         optimizer.zero_grad(set_to_none=True)
         method.backward(model, x, y, F.cross_entropy, autocast_dtype=dtype)
@@ -84,8 +87,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
             _sync(device)
             samples[name].append(time.perf_counter() - start)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
-    executor = "fused" if candidates["damp"].fused_modules(model, [p for _, p in methods.perturbed_parameters(model)]) \
-        else "loop"
+    executor = plan("auto", "whole", model, [p for _, p in methods.perturbed_parameters(model)], device)[0]
     return {"model": model_name, "batch": batch, "num_perturbations": m, "precision": precision,
             "damp_executor": executor, "seconds_per_step": seconds,
             "images_per_s": {k: batch / v for k, v in seconds.items()},
@@ -136,7 +138,8 @@ def trainer_overhead(device: torch.device, steps: int = 60) -> dict:
 
 def corruption_throughput(device: torch.device, presets: tuple[str, ...] = ("cifar", "tiny", "imagenet"),
                           batches: dict[str, int] | None = None, repeats: int = 1) -> dict:
-    """ms per image for all 5 severities of every corruption, per preset, and the speed-up over A.9."""
+    """ms per image for all 5 severities of every corruption, per preset, and the speed-up over
+    ``REFERENCE_MS``."""
     batches = batches or {"cifar": 1000, "tiny": 250, "imagenet": 16}
     out = {}
     for preset in presets:

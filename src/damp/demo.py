@@ -23,7 +23,7 @@ from damp.train import train
 MARKER = ".damp-demo"
 
 
-# Hyperparameters: the paper's CIFAR-10 values where they exist (paper.md §2: DAMP sigma 0.2,
+# Hyperparameters: the paper's CIFAR-10 values where they exist (paper App. F: DAMP sigma 0.2,
 # SAM rho 0.045, ASAM rho 1.0, M = 8); DAAP sigma from the Fig. 7 grid; dropout p is never stated
 # in the paper for CIFAR, so 0.1 is our choice.
 DEMO_METHODS: dict[str, list[str]] = {

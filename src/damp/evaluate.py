@@ -378,7 +378,10 @@ def _check_on_the_fly(cfg, names: Sequence[str]) -> None:
     if cfg.data.name == "imagenet":
         raise ValueError("eval.corruptions: ImageNet is a folder dataset; corruptions need released -C folders "
                          "(eval.c_dir / --c-dir)")
-    if "frost" in names:
+    # Frost named on its own, or a frost_dir given, must work; a group such as "all" without a
+    # frost_dir evaluates frost where textures are found and otherwise lists it as unavailable.
+    grouped = cfg.eval.corruptions in ("all", "common", "extra", "noise", "blur", "weather", "digital")
+    if "frost" in names and (not grouped or cfg.data.frost_dir is not None):
         try:
             find_frost_dir(cfg.data.frost_dir)
         except FrostUnavailable as err:

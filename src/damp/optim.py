@@ -4,7 +4,8 @@
   which is torch.optim.SGD's weight_decay), on the step schedule below. CIFAR/Tiny decay every
   parameter; the ImageNet recipes decay conv/linear kernels only.
 - ViT: AdamW (0.9, 0.999, 1e-8), decoupled weight decay on kernels only, global-norm clipping 1.0,
-  linear warm-up then cosine (paper.md §1.2, §2).
+  linear warm-up then cosine (paper App. F; official code (trungtrinh44/DAMP) training scripts;
+  docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def step_decay_factor(step: int, total_steps: int, lr_ratio: float, start: float
     """The official DAMP ResNet schedule as a multiplier of the base lr.
 
     Constant until ``start`` of training, linear decay to ``lr_ratio`` at ``end``, then constant
-    (paper.md §2: lr 0.1 until epoch 150, linear to 0.001 at epoch 270, of 300).
+    (paper App. F: lr 0.1 until epoch 150, linear to 0.001 at epoch 270, of 300).
 
     >>> [round(step_decay_factor(s, 10, 0.01), 3) for s in (0, 5, 7, 9, 10)]
     [1.0, 1.0, 0.505, 0.01, 0.01]

@@ -3,7 +3,7 @@
 Each purpose has its own stream id, so two purposes never share a seed (before, the loader's seed
 for batch b equalled DAMP's noise seed whenever epoch = rank). Keys are global quantities (epoch,
 step, global sub-batch index, dataset index), never the process rank, so a run draws the same
-numbers on 1 or N processes (docs/fidelity.md, "Randomness").
+numbers on 1 or N processes (docs/fidelity.md, "Processes and randomness").
 """
 
 from __future__ import annotations

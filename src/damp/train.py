@@ -25,6 +25,7 @@ from damp.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, s
 from damp.config import RunConfig, dump_config, to_dict
 from damp.data.augment import corrupt_half, mixup_fixed
 from damp.data.build import build_data
+from damp.evaluate import check_evaluation_inputs
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown, unwrap
 from damp.log import progress_bar
 from damp.models import build_model
@@ -143,6 +144,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
     """
     t, o = cfg.trainer, cfg.optim
     out = Path(out)
+    check_evaluation_inputs(cfg)  # fail before anything is written or trained
     rank, world, local_rank = init_from_env("cuda" if t.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         device = resolve_device(t.device, local_rank)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from tests.conftest import FROST_DIR
 
 
-# The documented sizes (anchors.md A.5), for stand-ins when the real textures are not beside the checkout.
+# The sizes of the frost files in hendrycks/robustness `ImageNet-C/create_c/`, for stand-ins when the
+# real textures are not beside the checkout.
 TEXTURE_SIZES = {"frost1.png": (900, 600), "frost2.png": (560, 315), "frost3.png": (560, 315),
                  "frost4.jpg": (527, 350), "frost5.jpg": (660, 495), "frost6.jpg": (485, 323)}
 

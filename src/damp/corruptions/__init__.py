@@ -25,8 +25,8 @@ from damp.corruptions import blur, digital, noise, weather
 from damp.corruptions._common import (PRESETS, check_bchw, check_severity, default_preset, from_unit_float,
                                       luma, make_generator, to_unit_float)
 
-# The canonical order of hendrycks/robustness (anchors.md A.1): 15 benchmark corruptions, then the 4
-# extra ("validation") ones.
+# The canonical order of hendrycks/robustness (`imagenet_c.corruption_tuple`): 15 benchmark
+# corruptions, then the 4 extra ("validation") ones.
 CANONICAL_NAMES = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
     "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
@@ -74,7 +74,7 @@ def _fog(x, c, generator, preset):
     return weather.fog_with(x, c, generator, preset)
 
 
-# One table, canonical order (anchors.md A.1).
+# One table, canonical order (`imagenet_c.corruption_tuple`).
 CORRUPTIONS: dict[str, Corruption] = _register(
     _c("gaussian_noise", noise.gaussian_noise, noise.GAUSSIAN_NOISE),
     _c("shot_noise", noise.shot_noise, noise.SHOT_NOISE),

@@ -1,9 +1,9 @@
 """Frost textures: found in a user directory or the installed `imagecorruptions` package data.
 
-The six textures (frost1-3.png, frost4-6.jpg; anchors.md A.5) are not shipped with damp. Lookup
-order: the ``directory`` argument, then ``$DAMP_FROST_DIR``, then the ``frost/`` folder of an
-installed ``imagecorruptions`` package, located with importlib without importing it (its import
-breaks on NumPy 2).
+The six textures (frost1-3.png, frost4-6.jpg of hendrycks/robustness; docs/corruptions.md) are not
+shipped with damp. Lookup order: the ``directory`` argument, then ``$DAMP_FROST_DIR``, then the
+``frost/`` folder of an installed ``imagecorruptions`` package, located with importlib without
+importing it (its import breaks on NumPy 2).
 """
 
 from __future__ import annotations

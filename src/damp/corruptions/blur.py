@@ -1,7 +1,7 @@
 """Blur corruptions: defocus_blur, glass_blur, motion_blur, zoom_blur, gaussian_blur.
 
-Constants transcribed from hendrycks/robustness `make_cifar_c.py` (cifar), `make_tinyimagenet_c.py`
-(tiny) and `make_imagenet_c.py` (imagenet), via anchors.md A.4. x is float (B, C, H, W) in [0, 1].
+Constants transcribed from hendrycks/robustness `ImageNet-C/create_c/`: `make_cifar_c.py` (cifar),
+`make_tinyimagenet_c.py` (tiny) and `make_imagenet_c.py` (imagenet). x is float (B, C, H, W) in [0, 1].
 """
 
 from __future__ import annotations
@@ -14,23 +14,24 @@ import torch
 
 from damp.corruptions._common import boundary_index, clipped_zoom, clipped_zoom_geometry, filter_matrix, gaussian_blur2d
 
-# anchors.md A.4 #7: (radius, alias_blur).
+# `defocus_blur` in the create_c scripts: (radius, alias_blur).
 DEFOCUS_BLUR = {"cifar": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
                 "tiny": ((0.5, 0.6), (1, 0.1), (1.5, 0.1), (2.5, 0.01), (3, 0.1)),
                 "imagenet": ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))}
-# anchors.md A.4 #6: (sigma, max_delta, iterations).
+# `glass_blur` in the create_c scripts: (sigma, max_delta, iterations).
 GLASS_BLUR = {"cifar": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
               "tiny": ((0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2)),
               "imagenet": ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))}
-# anchors.md A.4 #8: ImageMagick (radius, sigma); angle ~ U(-45, 45) degrees.
+# `motion_blur` in the create_c scripts: ImageMagick (radius, sigma); angle ~ U(-45, 45) degrees.
 MOTION_BLUR = {"cifar": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),
                "tiny": ((10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)),
                "imagenet": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))}
-# anchors.md A.4 #9: np.arange(1, stop, step) zoom factors (z = 1 included: the original counts twice).
+# `zoom_blur` in the create_c scripts: np.arange(1, stop, step) zoom factors (z = 1 included: the
+# original counts twice).
 ZOOM_BLUR = {"cifar": ((1, 1.06, 0.01), (1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.01), (1, 1.26, 0.01)),
              "tiny": ((1, 1.06, 0.01), (1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.01), (1, 1.26, 0.01)),
              "imagenet": ((1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03))}
-# anchors.md A.4 #5: skimage gaussian sigma (mode 'nearest', truncate 4).
+# `gaussian_blur` in the create_c scripts: skimage gaussian sigma (mode 'nearest', truncate 4).
 GAUSSIAN_BLUR = {"cifar": (.4, .6, 0.7, .8, 1),
                  "tiny": (.5, .75, 1, 1.25, 1.5),
                  "imagenet": (1, 2, 3, 4, 6)}
@@ -107,7 +108,7 @@ def glass_shuffle_map(b: int, h: int, w: int, max_delta: int, generator: torch.G
     The reference scans h from H - d down to d + 1 and, within a row, w from W - d down to d + 1;
     at each pixel it draws dx, dy = randint(-d, d) (high exclusive: offsets in [-d, d-1]) and does
     ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on numpy views, which *copies* (h', w') into (h, w)
-    and leaves (h', w') as it was (anchors.md A.8). A pixel therefore receives the value its source
+    and leaves (h', w') as it was (docs/corruptions.md). A pixel therefore receives the value its source
     has *at that moment*: the source's own received value if the scan already passed it, else its
     original value. Following those links gives every pixel's origin; the chains are resolved
     exactly with pointer doubling (log2(H*W) gathers) instead of a sequential per-pixel loop.
@@ -201,7 +202,8 @@ def motion_blur(x: torch.Tensor, c: tuple, generator: torch.Generator) -> torch.
 
 def zoom_factors(c: tuple) -> np.ndarray:
     """The reference's np.arange(1, stop, step) factors, computed the same way so the float-rounding
-    counts match (7/12/16/21/26 for cifar and tiny, 12/16/11/13/11 for imagenet; anchors.md A.4 #9)."""
+    counts match (7/12/16/21/26 for cifar and tiny, 12/16/11/13/11 for imagenet; the create_c
+    scripts' `zoom_blur`)."""
     return np.arange(*c)
 
 

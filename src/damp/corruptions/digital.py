@@ -1,7 +1,7 @@
 """Digital corruptions: brightness, contrast, saturate, elastic_transform, pixelate, jpeg_compression.
 
-Constants transcribed from hendrycks/robustness `make_cifar_c.py` (cifar), `make_tinyimagenet_c.py`
-(tiny) and `make_imagenet_c.py` (imagenet), via anchors.md A.4. x is float (B, C, H, W) in [0, 1];
+Constants transcribed from hendrycks/robustness `ImageNet-C/create_c/`: `make_cifar_c.py` (cifar),
+`make_tinyimagenet_c.py` (tiny) and `make_imagenet_c.py` (imagenet). x is float (B, C, H, W) in [0, 1];
 brightness and saturate receive RGB (grayscale is handled by the registry, see __init__).
 """
 
@@ -18,17 +18,17 @@ from PIL import Image
 
 from damp.corruptions._common import gaussian_blur2d, hsv_to_rgb, rgb_to_hsv
 
-# anchors.md A.4 #13: added to V in HSV.
+# `brightness` in the create_c scripts: added to V in HSV.
 BRIGHTNESS = {"cifar": (.05, .1, .15, .2, .3), "tiny": (.1, .2, .3, .4, .5), "imagenet": (.1, .2, .3, .4, .5)}
-# anchors.md A.4 #14: (x - mean) * c + mean.
+# `contrast` in the create_c scripts: (x - mean) * c + mean.
 CONTRAST = {"cifar": (.75, .5, .4, .3, 0.15), "tiny": (.4, .3, .2, .1, .05), "imagenet": (.4, .3, .2, .1, .05)}
-# anchors.md A.4 #19: S * c0 + c1 in HSV.
+# `saturate` in the create_c scripts: S * c0 + c1 in HSV.
 SATURATE = {"cifar": ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),
             "tiny": ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)),
             "imagenet": ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))}
-# anchors.md A.4 #15: (alpha, sigma, affine). cifar/tiny are IMSIZE multiples (32, 64); imagenet uses
-# multiples of 244, not 224 (reference comment: "244 should have been 224, but ultimately nothing is
-# incorrect").
+# `elastic_transform` in the create_c scripts: (alpha, sigma, affine). cifar/tiny are IMSIZE
+# multiples (32, 64); imagenet uses multiples of 244, not 224 (reference comment: "244 should have
+# been 224, but ultimately nothing is incorrect").
 ELASTIC_TRANSFORM = {
     "cifar": tuple((32 * a, 32 * s, 32 * f) for a, s, f in
                    ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))),
@@ -38,10 +38,10 @@ ELASTIC_TRANSFORM = {
                  (244 * 0.05, 244 * 0.01, 244 * 0.02), (244 * 0.07, 244 * 0.01, 244 * 0.02),
                  (244 * 0.12, 244 * 0.01, 244 * 0.02)),
 }
-# anchors.md A.4 #16: PIL BOX resize to int(S * c) and back.
+# `pixelate` in the create_c scripts: PIL BOX resize to int(S * c) and back.
 PIXELATE = {"cifar": (0.95, 0.9, 0.85, 0.75, 0.65), "tiny": (0.9, 0.8, 0.7, 0.6, 0.5),
             "imagenet": (0.6, 0.5, 0.4, 0.3, 0.25)}
-# anchors.md A.4 #17: PIL JPEG quality.
+# `jpeg_compression` in the create_c scripts: PIL JPEG quality.
 JPEG_COMPRESSION = {"cifar": (80, 65, 58, 50, 40), "tiny": (65, 58, 50, 40, 25), "imagenet": (25, 18, 15, 10, 7)}
 
 

@@ -1,7 +1,7 @@
 """Noise corruptions: gaussian_noise, shot_noise, impulse_noise, speckle_noise.
 
 Severity constants transcribed from hendrycks/robustness `make_cifar_c.py` (cifar),
-`make_tinyimagenet_c.py` (tiny) and `make_imagenet_c.py` (imagenet), via anchors.md A.4.
+`make_tinyimagenet_c.py` (tiny) and `make_imagenet_c.py` (imagenet), all in `ImageNet-C/create_c/`.
 All four act per element (per channel), so grayscale input needs no special meaning.
 """
 
@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import torch
 
-# anchors.md A.4 #1: sigma of x + N(0, c^2).
+# `gaussian_noise` in the create_c scripts: sigma of x + N(0, c^2).
 GAUSSIAN_NOISE = {"cifar": (0.04, 0.06, .08, .09, .10),
                   "tiny": (0.04, 0.08, .12, .15, .18),
                   "imagenet": (.08, .12, 0.18, 0.26, 0.38)}
-# anchors.md A.4 #2: photon count c of Poisson(x * c) / c.
+# `shot_noise` in the create_c scripts: photon count c of Poisson(x * c) / c.
 SHOT_NOISE = {"cifar": (500, 250, 100, 75, 50),
               "tiny": (250, 100, 50, 30, 15),
               "imagenet": (60, 25, 12, 5, 3)}
-# anchors.md A.4 #3: skimage random_noise(mode='s&p', amount=c), salt_vs_pepper 0.5.
+# `impulse_noise` in the create_c scripts: skimage random_noise(mode='s&p', amount=c), salt_vs_pepper 0.5.
 IMPULSE_NOISE = {"cifar": (.01, .02, .03, .05, .07),
                  "tiny": (.01, .02, .05, .08, .14),
                  "imagenet": (.03, .06, .09, 0.17, 0.27)}
-# anchors.md A.4 #4: sigma of x + x * N(0, c^2).
+# `speckle_noise` in the create_c scripts: sigma of x + x * N(0, c^2).
 SPECKLE_NOISE = {"cifar": (.06, .1, .12, .16, .2),
                  "tiny": (.15, .2, 0.25, 0.3, 0.35),
                  "imagenet": (.15, .2, 0.35, 0.45, 0.6)}

@@ -1,7 +1,7 @@
 """Weather corruptions: snow, frost, fog, spatter.
 
-Constants transcribed from hendrycks/robustness `make_cifar_c.py` (cifar), `make_tinyimagenet_c.py`
-(tiny) and `make_imagenet_c.py` (imagenet), via anchors.md A.4. x is float (B, 3, H, W) in [0, 1]
+Constants transcribed from hendrycks/robustness `ImageNet-C/create_c/`: `make_cifar_c.py` (cifar),
+`make_tinyimagenet_c.py` (tiny) and `make_imagenet_c.py` (imagenet). x is float (B, 3, H, W) in [0, 1]
 (grayscale is handled by the registry, see __init__). Every random draw is per image, batched.
 """
 
@@ -16,24 +16,24 @@ from damp.corruptions._common import boundary_index, clipped_zoom, gaussian_blur
 from damp.corruptions.assets import frost_textures
 from damp.corruptions.blur import motion_blur_angles
 
-# anchors.md A.4 #10: (loc, scale, zoom, threshold, blur_radius, blur_sigma, blend).
+# `snow` in the create_c scripts: (loc, scale, zoom, threshold, blur_radius, blur_sigma, blend).
 SNOW = {"cifar": ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
                   (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
         "tiny": ((0.1, 0.2, 1, 0.6, 8, 3, 0.8), (0.1, 0.2, 1, 0.5, 10, 4, 0.8), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.7),
                  (0.25, 0.3, 2.25, 0.6, 12, 6, 0.65), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.6)),
         "imagenet": ((0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
                      (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55))}
-# anchors.md A.4 #11: (image weight, frost weight); texture resize factor per preset.
+# `frost` in the create_c scripts: (image weight, frost weight); texture resize factor per preset.
 FROST = {"cifar": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
          "tiny": ((1, 0.3), (0.9, 0.4), (0.8, 0.45), (0.75, 0.5), (0.7, 0.55)),
          "imagenet": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))}
 FROST_RESIZE = {"cifar": 0.2, "tiny": 0.3, "imagenet": 1.0}
-# anchors.md A.4 #12: (strength, wibbledecay); plasma map size per preset (A.3).
+# `fog` in the create_c scripts: (strength, wibbledecay); plasma map size per preset (`plasma_fractal`).
 FOG = {"cifar": ((.2, 3), (.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
        "tiny": ((.4, 3), (.7, 3), (1, 2.5), (1.5, 2), (2, 1.75)),
        "imagenet": ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4))}
 PLASMA_MAPSIZE = {"cifar": 32, "tiny": 64, "imagenet": 256}
-# anchors.md A.4 #18: (loc, scale, sigma, threshold, c4, mode); mode 0 water, 1 mud.
+# `spatter` in the create_c scripts: (loc, scale, sigma, threshold, c4, mode); mode 0 water, 1 mud.
 SPATTER = {"cifar": ((0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
                      (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)),
            "tiny": ((0.62, 0.1, 0.7, 0.7, 0.6, 0), (0.65, 0.1, 0.8, 0.7, 0.6, 0), (0.65, 0.3, 1, 0.69, 0.6, 0),
@@ -89,7 +89,8 @@ def frost_with(x: torch.Tensor, c: tuple, generator: torch.Generator, preset: st
     """clip(c0 x + c1 frost) with a random crop of a random texture per image.
 
     The reference draws the texture with np.random.randint(5) from a 6-name list, so frost6.jpg is
-    never used (anchors.md A.8); we keep that. Textures are resized by 0.2 (cifar) / 0.3 (tiny).
+    never used (the create_c scripts' `frost`); we keep that. Textures are resized by 0.2 (cifar) /
+    0.3 (tiny).
     """
     b, _, h, w = x.shape
     textures = [cv2_linear_resize(t, FROST_RESIZE[preset]).to(x.device, x.dtype)
@@ -121,7 +122,7 @@ def plasma_fractal(b: int, mapsize: int, wibbledecay: float, generator: torch.Ge
     """The reference's diamond-square heightmap, batched: (B, mapsize, mapsize) float64 in [0, 1].
 
     New points are neighbour-sum / 4 + wibble * U(-wibble, wibble) (wibble starts at 100 and is
-    divided by wibbledecay per level), as in `plasma_fractal` (anchors.md A.3).
+    divided by wibbledecay per level), as in the create_c scripts' `plasma_fractal`.
     """
     m = torch.zeros(b, mapsize, mapsize, dtype=torch.float64, device=device)
     step, wibble = mapsize, 100.0

@@ -19,7 +19,7 @@ BatchNorm per sub-batch, so only for models without BatchNorm or with batchnorm=
 "auto" (default: fused on CUDA, split elsewhere).
 
 Noise: sub-batch m of step t draws from a generator keyed by (seed, t, m), m its index in the global
-batch, so the noise does not depend on the number of processes (docs/fidelity.md, "Randomness").
+batch, so the noise does not depend on the number of processes (docs/fidelity.md, "Processes and randomness").
 DDP: the per-layer executors all-reduce once; in the loop, the backward passes of all sub-batches
 but the last run under ``no_sync()``.
 """
@@ -39,16 +39,18 @@ from damp.methods.perturb import ParamSelector, snapshot, split_batch
 from damp.methods.subbatch import check_modes, plan, process_group, subbatch_forward
 
 
-def draw_noise(params: list[torch.Tensor], std: float, generator: torch.Generator) -> list[torch.Tensor]:
-    """One N(0, std^2) draw per element of every tensor in ``params``, in order, as float32 views.
+def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator]) -> list[torch.Tensor]:
+    """N(0, std^2) noise for M sub-batches: row m of one (M, P) float32 buffer comes from ``generators[m]``.
 
-    A single flat ``randn`` keeps the draw cheap for many small tensors and makes the stream depend
-    only on the total element count and order.
+    Returns, per tensor of ``params``, an (M, *shape) view of the buffer, so the M perturbed copies
+    are built without stacking. Each row is one flat draw over all P elements in order, so sub-batch
+    m's noise depends only on its generator and the parameter sizes.
     """
     sizes = [p.numel() for p in params]
-    flat = torch.randn(sum(sizes), generator=generator, device=generator.device, dtype=torch.float32)
-    flat.mul_(std)
-    return [chunk.view_as(p) for chunk, p in zip(flat.split(sizes), params)]
+    buffer = torch.empty(len(generators), sum(sizes), device=generators[0].device, dtype=torch.float32)
+    for row, gen in zip(buffer, generators):
+        row.normal_(0.0, std, generator=gen)
+    return [chunk.view(len(generators), *p.shape) for chunk, p in zip(buffer.split(sizes, dim=1), params)]
 
 
 def _like_params(params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -97,9 +99,19 @@ class WeightNoise(Method):
         self.seed = int(state["seed"])
         self.step = int(state["step"])
 
-    def draw(self, params: list[torch.Tensor], subbatch: int, device: torch.device) -> list[torch.Tensor]:
-        """The noise of global sub-batch ``subbatch`` at the current step: a pure function of (seed, step, m)."""
-        return draw_noise(params, self.std, seeding.generator(device, self.seed, seeding.NOISE, self.step, subbatch))
+    def draw(self, params: list[torch.Tensor], subbatches: range, device: torch.device) -> list[torch.Tensor]:
+        """(M, *shape) noise per parameter; row m is a pure function of (seed, step, global sub-batch m)."""
+        return draw_noise(params, self.std, [seeding.generator(device, self.seed, seeding.NOISE, self.step, m)
+                                             for m in subbatches])
+
+    def copies(self, param: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The M perturbed values of ``param`` from its (M, *shape) noise: w + w * eps or w + eps.
+
+        The perturbation carries no gradient, so dL/dw sums the gradients *at* the M copies.
+        """
+        if self.multiplicative:
+            return torch.addcmul(param.unsqueeze(0), noise, param.detach())
+        return param.unsqueeze(0) + noise
 
     def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
                  *, scaler: torch.amp.GradScaler | None = None,
@@ -109,12 +121,10 @@ class WeightNoise(Method):
         params = [p for _, p in self.select_params(model)]
         device = params[0].device if params else inputs.device
         kernels, owners = plan(self.executor, self.batchnorm, unwrap(model), params, device)
-        noises = [self.draw(params, m, device) for m in subbatches]
+        noise = self.draw(params, subbatches, device)
         self.step += 1
         if kernels != "loop":
-            copies = [p.unsqueeze(0) + torch.stack([(eps[i] * p.detach() if self.multiplicative else eps[i])
-                                                    for eps in noises]).to(p.dtype)
-                      for i, p in enumerate(params)]  # (M, ...) per parameter; delta carries no gradient
+            copies = [self.copies(p, eps.to(p.dtype)) for p, eps in zip(params, noise)]  # (M, ...) each
             with subbatch_forward(unwrap(model), owners, copies, len(subbatches), kernels, process_group()) as run:
                 loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
                 run.check()
@@ -123,10 +133,10 @@ class WeightNoise(Method):
         perturb_ = perturb_multiplicative_ if self.multiplicative else perturb_additive_
         losses = []
         with snapshot(params) as clean:
-            for k, ((x, y), noise) in enumerate(zip(chunks, noises)):
+            for k, (x, y) in enumerate(chunks):
                 if k:
                     clean.restore()
-                perturb_(params, noise)
+                perturb_(params, [eps[k] for eps in noise])
                 with grad_sync(model, enabled=k == len(chunks) - 1):
                     loss = forward_loss(model, x, y, loss_fn, autocast_dtype)
                     # Equal sub-batches: the mean of the M sub-batch means is the batch mean.

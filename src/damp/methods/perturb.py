@@ -17,7 +17,7 @@ NamedParams = list[tuple[str, nn.Parameter]]
 ParamSelector = Callable[[nn.Module], NamedParams]
 
 # Modules whose `weight` is a kernel (conv / linear) or a scale (normalisation gamma). The official
-# DAMP code perturbs Flax leaves named `kernel` or `scale` (paper.md §1.2, `filter_fn`); these are
+# DAMP code perturbs Flax leaves named `kernel` or `scale` (official code trungtrinh44/DAMP, `filter_fn`; docs/fidelity.md); these are
 # the PyTorch equivalents. Biases, norm shifts (beta), embeddings and position embeddings never are.
 _KERNEL_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.conv._ConvNd,  # Conv1d/2d/3d and the transposed variants
@@ -117,7 +117,7 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
     """Keep BatchNorm running statistics unchanged by the forward passes inside the block.
 
     Saves and restores the buffers rather than zeroing the momentum (davda54/sam's bypass), which
-    would not work for ``momentum=None`` (cumulative averages) (anchors.md C.4/implications).
+    would not work for ``momentum=None`` (cumulative averages) (cf. davda54/sam's `bypass_bn` and davda54/sam#17).
     """
     with snapshot(_batchnorm_buffers(model)):
         yield

@@ -1,7 +1,7 @@
 """SAM (Foret et al. 2021) and ASAM (Kwon et al. 2021) as gradient estimators, with m-sharpness.
 
 Per step, for each of M equal sub-batches (the official DAMP code's "split batch to simulate
-m-sharpness", paper.md §1.3): g = grad of the sub-batch loss at omega; eps = rho * T^2 g / ||T g||
+m-sharpness", official code trungtrinh44/DAMP; paper §3): g = grad of the sub-batch loss at omega; eps = rho * T^2 g / ||T g||
 with the norm over *all* parameters (T = 1 for SAM; for ASAM T = |w| + eta on the selected kernels
 and norm scales, 1 elsewhere, as in the official ASAM code and DAMP's `build_ASAM_optimizer`); then
 accumulate grad L(omega + eps) / M. The weights are restored bit-exactly afterwards.

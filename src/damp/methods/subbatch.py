@@ -2,7 +2,8 @@
 
 DAMP, DAAP, SAM and ASAM evaluate sub-batch m of a batch at its own weights w_m. The official code
 does this with ``vmap`` over sub-batches and a BatchNorm whose statistics are synchronised over the
-whole batch of every device (paper §4; docs/fidelity.md, "BatchNorm"). Here every module that owns
+whole batch of every device (the official configs' `sync_batch_norm: true`; docs/fidelity.md,
+"BatchNorm and sub-batches"). Here every module that owns
 a perturbed parameter runs its M weight copies on the M sub-batches of its input, and every other
 layer, BatchNorm included, sees the whole batch. Two kernel strategies compute the same thing:
 
@@ -80,8 +81,22 @@ def parameter_owners(model: nn.Module, params: list[torch.Tensor]) -> dict[nn.Mo
 
 
 def _get(module: nn.Module, copies: dict[str, torch.Tensor], name: str, k: int) -> torch.Tensor | None:
-    """Sub-batch k's value of parameter ``name``: its copy, or the module's shared parameter."""
-    return copies[name][k] if name in copies else getattr(module, name)
+    """Sub-batch k's value of parameter ``name``: its copy, or the module's shared parameter.
+
+    ``unbind`` once per layer (cached by :class:`_Copies`): indexing the (M, ...) copy M times
+    would make autograd allocate and zero-fill M full-size gradients.
+    """
+    return copies.unbound(name)[k] if name in copies else getattr(module, name)
+
+
+class _Copies(dict):
+    """{parameter name: (M, *shape) copies}, with the per-sub-batch views computed once."""
+
+    def unbound(self, name: str) -> tuple[torch.Tensor, ...]:
+        cache = self.__dict__.setdefault("_unbound", {})
+        if name not in cache:
+            cache[name] = self[name].unbind(0)
+        return cache[name]
 
 
 def _split_conv(module, copies, m, x):
@@ -127,16 +142,21 @@ def _affine(normalized: torch.Tensor, module: nn.Module, copies: dict[str, torch
             channel_dims: list[int]) -> torch.Tensor:
     """normalized * scale_m + shift_m, with per-sub-batch copies where present."""
     grouped = normalized.reshape(m, normalized.shape[0] // m, *normalized.shape[1:])  # (M, b, ...)
-    out = grouped
-    for name, multiply in (("weight", True), ("bias", False)):
+
+    def broadcastable(name: str) -> torch.Tensor | None:
         value = copies.get(name, getattr(module, name, None))
         if value is None:
-            continue
+            return None
         shape = [m if name in copies else 1] + [1] * normalized.dim()
         for d, size in zip(channel_dims, value.shape[-len(channel_dims):]):
             shape[d + 1] = size
-        value = value.reshape(shape).to(out.dtype)
-        out = out * value if multiply else out + value
+        return value.reshape(shape).to(grouped.dtype)
+
+    scale, shift = broadcastable("weight"), broadcastable("bias")
+    if scale is not None and shift is not None:
+        out = torch.addcmul(shift, grouped, scale)  # one pass instead of a multiply and an add
+    else:
+        out = grouped * scale if scale is not None else grouped + shift if shift is not None else grouped
     return out.reshape(normalized.shape)
 
 
@@ -352,7 +372,7 @@ def subbatch_forward(model: nn.Module, owners: dict[nn.Module, dict[str, int]], 
     patched = []
     try:
         for module in model.modules():
-            own = {name: copies[i] for name, i in owners.get(module, {}).items()}
+            own = _Copies({name: copies[i] for name, i in owners.get(module, {}).items()})
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 if not own and group is None:
                     continue  # nn.BatchNorm's own forward already normalises over this process's batch
