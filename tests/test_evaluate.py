@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from damp.evaluate import classification_metrics, evaluate_clean, evaluate_corruptions, summarize
+from damp.evaluate import evaluate_clean, evaluate_corruptions
+from damp.metrics import classification_metrics, summarize
 
 
 def test_metrics_by_hand():
@@ -74,7 +75,7 @@ def _all_75(error_of):
 
 
 def test_mce_uses_the_canonical_hendrycks_dietterich_alexnet_errors():
-    from damp.evaluate import ALEXNET_ERRORS, ALEXNET_ERRORS_ROBUSTBENCH_5K, aggregate
+    from damp.metrics import ALEXNET_ERRORS, ALEXNET_ERRORS_ROBUSTBENCH_5K, aggregate
 
     # Hendrycks & Dietterich's AlexNet errors (full 50k sets), not RobustBench's 5k-subset row.
     assert ALEXNET_ERRORS["gaussian_noise"] == 88.6428 and ALEXNET_ERRORS["brightness"] == 56.4592
@@ -93,7 +94,7 @@ def test_mce_uses_the_canonical_hendrycks_dietterich_alexnet_errors():
 
 
 def test_aggregate_of_no_results_is_empty():
-    from damp.evaluate import aggregate
+    from damp.metrics import aggregate
     assert aggregate({}, "cifar10") == {}  # callers test `summary` for truth; no half-filled summary
 
 
@@ -114,10 +115,9 @@ class MeanColour(nn.Module):
 
 def test_imagenet_c_bar_uses_the_clean_eval_crop(tmp_path):
     import shutil
-    from types import SimpleNamespace
 
     from damp.data.imagenet import FolderDataset, FolderLoader, imagenet_samples
-    from damp.evaluate import IMAGENET_C_BAR, _variant_results, predict
+    from damp.variants import IMAGENET_C_BAR, predict, variant_results
     from tests.fixtures import make_imagenet
 
     root = make_imagenet(tmp_path / "inet", classes=3, per_class=1, val_per_class=2)  # sizes 40-90 px, mixed
@@ -129,9 +129,8 @@ def test_imagenet_c_bar_uses_the_clean_eval_crop(tmp_path):
     model = MeanColour()
     clean_loader = FolderLoader(FolderDataset(samples, 32, "none"), 4, shuffle=False, drop_last=False, num_workers=0)
     clean = classification_metrics(*predict(model, clean_loader))
-    bundle = SimpleNamespace(classes=classes, image_size=32)
     model.sizes.clear()
-    out = _variant_results(model, bundle, {"c_bar": str(c_bar)}, [1], None)["imagenet_c_bar"]
+    out = variant_results(model, classes, 32, {"c_bar": str(c_bar)}, [1], None)["imagenet_c_bar"]
     assert model.sizes == {(32, 32)}  # resized like the clean val set, not fed at native size
     assert set(out["corruptions"]) == set(IMAGENET_C_BAR)
     for metrics in out["corruptions"].values():
@@ -195,7 +194,8 @@ def test_check_evaluation_inputs_released_files(tmp_path, no_frost):
 
 
 def test_check_evaluation_inputs_imagenet_variants(tmp_path):
-    from damp.evaluate import IMAGENET_C_BAR, check_evaluation_inputs
+    from damp.evaluate import check_evaluation_inputs
+    from damp.variants import IMAGENET_C_BAR
 
     inet = _cfg("data.name=imagenet", "eval.severities=[1]")
     (tmp_path / "a" / "n0").mkdir(parents=True)

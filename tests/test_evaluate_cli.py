@@ -13,7 +13,9 @@ from torch import nn
 
 from damp.cli import main
 from damp.config import load_config
-from damp.evaluate import aggregate, evaluate_saved_run, evaluate_variant, fgsm_error
+from damp.evaluate import evaluate_saved_run, fgsm_error
+from damp.metrics import aggregate
+from damp.variants import evaluate_variant
 from damp.train import train
 from tests.fixtures import make_imagenet
 
@@ -80,7 +82,7 @@ def test_aggregates_protocols():
     out = aggregate(results, "imagenet")
     assert out["mean_corruption_error"] == pytest.approx(30.0)
     assert out["mean_error_15x5"] == pytest.approx(30.0)
-    from damp.evaluate import ALEXNET_ERRORS
+    from damp.metrics import ALEXNET_ERRORS
     expected = 100 * np.mean([150 / (5 * ALEXNET_ERRORS[n]) for n in names("common")])
     assert out["mCE_alexnet"] == pytest.approx(expected)
     assert "mCE_alexnet" not in aggregate(results, "cifar10")
@@ -134,7 +136,7 @@ def test_trainer_evaluates_released_files_from_eval_c_dir(tmp_path):
 def test_imagenet_c_bar_goes_through_the_clean_preprocessing(tmp_path):
     """IN-C-bar made of copies of the clean val images scores exactly the clean error: both take the
     clean-eval crop (the official DAMP code), whatever the images' native sizes (here 40-90 px)."""
-    from damp.evaluate import IMAGENET_C_BAR
+    from damp.variants import IMAGENET_C_BAR
 
     root = make_imagenet(tmp_path / "inet", classes=3)
     run = tmp_path / "run"

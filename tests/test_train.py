@@ -141,7 +141,8 @@ def test_train_corruption_and_mixup_transforms(tmp_path):
     cfg = load_config(None, QUICK + ["trainer.max_steps=2", "data.train_corruption=gaussian_noise",
                                      "data.train_corruption_severity=5", "data.mixup=0.8", "eval.corruptions=none"])
     assert train(cfg, tmp_path / "run")["clean"]["error"] <= 100
-    from damp.data.augment import corrupt_half, mixup_fixed
+    from damp.corruptions import corrupt_half
+    from damp.data.augment import mixup_fixed
     x = torch.rand(4, 3, 8, 8)
     y = corrupt_half(x, "gaussian_noise", 5, torch.Generator().manual_seed(0))
     assert not torch.equal(y[:2], x[:2]) and torch.equal(y[2:], x[2:])

@@ -81,36 +81,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """The one rule for every output a command writes: never replace a file or a non-empty folder
+    unless --overwrite says so."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
-
-
-def _folder_images(root: str, size: int):
-    """Decode a class-folder tree to uint8 (N, 3, size, size): Resize((64, 64)) for <= 64 px (the
-    Tiny-ImageNet-C recipe), else Resize(256) + CenterCrop(224)-style short-side resize and crop."""
-    import torch
-
-    from damp.data.folders import center_crop, load_rgb, resize_short_side, scan_class_folders, to_tensor_u8
-
-    samples, classes = scan_class_folders(root)
-    tensors = []
-    for path, _ in samples:
-        im = load_rgb(path)
-        if size <= 64:
-            im = im.resize((size, size), resample=2)  # bilinear
-        else:
-            im = center_crop(resize_short_side(im, round(size * 256 / 224)), size)
-        tensors.append(to_tensor_u8(im))
-    labels = torch.tensor([label for _, label in samples])
-    relative = [path.relative_to(Path(root) / classes[label]).as_posix() for path, label in samples]
-    return torch.stack(tensors), labels, relative, classes
 
 
 def cmd_corrupt(args: argparse.Namespace) -> int:
     from damp import corruptions
     from damp.corruptions.dataset import write_array_c, write_folder_c
     from damp.data import load_array_dataset
+    from damp.data.folders import load_folder_images
     from damp.log import progress_bar
 
     _check_device(args.device, "--device")
@@ -118,11 +100,11 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     for name in names:
         corruptions.get(name)
     out = Path(args.out)
-    _prepare_out(out, args.overwrite)
+    _refuse_existing(out, args.overwrite)
     if args.data == "folder":
         if not args.root:
             raise ValueError("--data folder needs --root (a folder of class sub-folders)")
-        images, labels, relative, classes = _folder_images(args.root, args.size)
+        images, labels, relative, classes = load_folder_images(args.root, args.size)
         fmt = "folder" if args.format == "auto" else args.format
     else:
         dataset = load_array_dataset(args.data, args.root)
@@ -166,8 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_device(args.device, "--device")
     target = Path(args.target)
     out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "evaluation.json"
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
+    _refuse_existing(out, args.overwrite)
     variants = {k: v for k, v in (("a", args.imagenet_a), ("sketch", args.imagenet_sketch),
                                   ("drawing", args.imagenet_drawing), ("cartoon", args.imagenet_cartoon),
                                   ("d", args.imagenet_d), ("c_bar", args.imagenet_c_bar)) if v}
@@ -204,8 +185,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _check_device(args.device, "--device")
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite or choose another --out")
+    _refuse_existing(out, args.overwrite)
     results = run_bench(args.device, args.quick, progress=lambda msg: print(f"measuring {msg} ...", file=sys.stderr))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -308,16 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    """The message of an error as one line; for errors re-raised from DataLoader workers (whose message
-    embeds the worker's traceback) the original error's last line."""
-    text = str(err).strip()
-    if "Traceback" in text:
-        text = text.splitlines()[-1]
-        text = text.split(": ", 1)[1] if text.startswith(("damp.", "DataFormatError")) and ": " in text else text
-    return " ".join(text.split("\n")) if text else type(err).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -327,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as err:
-        print(f"damp {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"damp {args.command}: error: {message}", file=sys.stderr)
         return 2
     except RuntimeError as err:
         from damp.train import NonFiniteLossError

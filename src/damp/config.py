@@ -17,7 +17,12 @@ from typing import Any
 
 import yaml
 
+from damp import corruptions, methods
+from damp.data.build import AUGMENTS, DATASETS
 from damp.methods.subbatch import BATCHNORM_MODES, EXECUTORS, check_modes
+from damp.models import MODELS
+from damp.optim import OPTIMIZERS, SCHEDULES
+from damp.runtime import AUTOCAST_DTYPES
 
 
 class ConfigError(ValueError):
@@ -117,16 +122,16 @@ class RunConfig:
 
 
 CHOICES = {
-    "data.name": ("digits", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet", "imagenet"),
-    "data.augment": ("auto", "none", "crop", "crop_flip", "inception", "inception_randaugment"),
-    "method.name": ("sgd", "dropout", "damp", "daap", "sam", "asam"),
-    "model.name": ("small_cnn", "mlp", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16"),
+    "data.name": DATASETS,
+    "data.augment": AUGMENTS,
+    "method.name": methods.NAMES,
+    "model.name": MODELS,
     "method.executor": EXECUTORS,
     "method.batchnorm": BATCHNORM_MODES,
-    "optim.name": ("sgd", "adamw"),
-    "optim.schedule": ("step", "warmup_cosine", "constant"),
+    "optim.name": OPTIMIZERS,
+    "optim.schedule": SCHEDULES,
     "trainer.device": ("auto", "cpu", "cuda"),
-    "trainer.precision": ("fp32", "bf16", "fp16", "fp64"),
+    "trainer.precision": tuple(AUTOCAST_DTYPES),
     "trainer.metrics_format": ("jsonl", "csv"),
 }
 
@@ -269,10 +274,27 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+# MethodConfig fields handed to the method as hyperparameters, when set.
+METHOD_HYPERPARAMETERS = tuple(f.name for f in fields(MethodConfig)
+                               if f.name not in ("name", "num_perturbations", *methods.OPTIONS))
+
+
+def method_arguments(cfg: RunConfig) -> tuple[str, dict]:
+    """(method name, keyword arguments for :func:`damp.methods.build`) of a run config."""
+    m = cfg.method
+    name = methods.canonical_name(m.name)
+    if name == "sgd":
+        return name, {}
+    accepted = methods.hyperparameter_names(name)
+    kwargs = {k: getattr(m, k) for k in METHOD_HYPERPARAMETERS if getattr(m, k) is not None and k in accepted}
+    kwargs.update(num_perturbations=m.num_perturbations, executor=m.executor, batchnorm=m.batchnorm)
+    if "seed" in accepted:
+        kwargs["seed"] = cfg.seed
+    return name, kwargs
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks that a type alone cannot express."""
-    from damp import corruptions
-
     d, m, o, t, e = cfg.data, cfg.method, cfg.optim, cfg.trainer, cfg.eval
     for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
                        ("trainer.epochs", t.epochs), ("trainer.checkpoint_every", t.checkpoint_every),
@@ -292,13 +314,12 @@ def validate(cfg: RunConfig) -> None:
     if d.batch_size % m.num_perturbations:
         raise ConfigError(f"data.batch_size: {d.batch_size} is not divisible by method.num_perturbations="
                           f"{m.num_perturbations}")
-    needs = {"damp": ["std"], "daap": ["std"], "sam": ["rho"], "asam": ["rho"]}.get(m.name, [])
-    for key in ("std", "rho", "eta"):
+    name = methods.canonical_name(m.name)  # which method takes which hyperparameter: the methods say
+    for key in METHOD_HYPERPARAMETERS:
         value = getattr(m, key)
-        if key in needs and value is None:
+        if key in methods.required_hyperparameters(name) and value is None:
             raise ConfigError(f"method.{key}: required for method {m.name!r}")
-        allowed = needs + (["eta"] if m.name == "asam" else [])
-        if value is not None and key not in allowed:
+        if value is not None and key not in methods.hyperparameter_names(name):
             raise ConfigError(f"method.{key}: not a hyperparameter of {m.name!r}")
         if value is not None and not value >= 0:
             raise ConfigError(f"method.{key}: must be >= 0, got {value!r}")
@@ -306,7 +327,7 @@ def validate(cfg: RunConfig) -> None:
         check_modes(m.executor, m.batchnorm)
     except ValueError as err:
         raise ConfigError(f"method.batchnorm: {err}") from None
-    if m.name in ("sgd", "dropout") and m.num_perturbations != 1:
+    if methods.canonical_name(m.name) == "sgd" and m.num_perturbations != 1:
         raise ConfigError(f"method.num_perturbations: {m.name} takes no sub-batches (got {m.num_perturbations})")
     if not 0 < o.lr_ratio <= 1:
         raise ConfigError(f"optim.lr_ratio: must be in (0, 1], got {o.lr_ratio!r}")
@@ -327,11 +348,9 @@ def validate(cfg: RunConfig) -> None:
 
 def resolve_corruptions(spec: str) -> list[str]:
     """The corruption list of an ``eval.corruptions`` value."""
-    from damp import corruptions
-
     if spec in ("none", ""):
         return []
-    if spec in ("all", "common", "extra", "noise", "blur", "weather", "digital"):
+    if spec in ("all", "common") or spec in corruptions.GROUPS:
         return corruptions.names(spec)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for name in names:

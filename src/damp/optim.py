@@ -17,6 +17,9 @@ from torch import nn
 
 from damp.methods.perturb import perturbed_parameters
 
+OPTIMIZERS = ("sgd", "adamw")  # sgd: Nesterov momentum with coupled L2; adamw: decoupled decay
+SCHEDULES = ("step", "warmup_cosine", "constant")
+
 
 def step_decay_factor(step: int, total_steps: int, lr_ratio: float, start: float = 0.5, end: float = 0.9
                       ) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from damp import methods
 from damp.corruptions import CANONICAL_NAMES
 from damp.corruptions import names as corruption_names
 
@@ -34,18 +35,19 @@ def paper_average_columns(dataset: str | None) -> list[str]:
     return [c for c in common if c != "glass_blur"] if dataset == "tiny_imagenet" else common
 
 
+SYMBOLS = {"std": "σ", "rho": "ρ", "eta": "η"}
+
+
 def run_label(cfg: dict) -> str:
     """A readable name for a run's method and hyperparameters, e.g. "damp σ=0.2", "sgd + zoom_blur"."""
     method, model, data = (cfg.get(key) or {} for key in ("method", "model", "data"))
     name = method.get("name", "sgd")
-    if name == "dropout" or (name == "sgd" and (model.get("dropout") or 0) > 0):
+    if methods.canonical_name(name) == "sgd" and (name != "sgd" or (model.get("dropout") or 0) > 0):
         label = f"dropout p={model.get('dropout') or 0:g}"
-    elif name in ("damp", "daap") and isinstance(method.get("std"), (int, float)):
-        label = f"{name} σ={method['std']:g}"
-    elif name in ("sam", "asam") and isinstance(method.get("rho"), (int, float)):
-        label = f"{name} ρ={method['rho']:g}"
     else:
-        label = name
+        shown = [k for k in methods.hyperparameter_names(name) if k not in ("num_perturbations", "seed")]
+        values = [f"{SYMBOLS.get(k, k)}={method[k]:g}" for k in shown if isinstance(method.get(k), (int, float))]
+        label = " ".join([name, *values[:1]])  # the method's main hyperparameter (std or rho)
     if data.get("train_corruption"):
         label += f" + {data['train_corruption']}"
     return label

@@ -1,35 +1,40 @@
-"""The trainer: ``train(cfg, out_dir)`` runs one experiment from a RunConfig, on one CPU or many GPUs.
+"""The trainer: ``train(cfg, out)`` runs one experiment from a RunConfig, on one CPU or many GPUs.
 
-Straight-line code, no callbacks. The step keeps nanoGPT's order: zero_grad -> method.backward ->
-(unscale, clip) -> step -> schedule. Exact resume: every random draw is a function of the seed and
-the step (data order, augmentation, DAMP/DAAP noise) or is checkpointed (the global RNG that dropout
-uses, per rank), and the metrics log holds no wall-clock values, so a run killed at any step and
-resumed ends bit-identical to an uninterrupted one on CPU.
+A short pipeline of named stages, read top to bottom:
+
+    prepare -> restore -> train_steps (train_step per batch) -> evaluate_and_write
+
+The step keeps nanoGPT's order: zero_grad -> method.backward -> (unscale, clip) -> step -> schedule.
+:class:`damp.outputs.RunOutputs` owns everything written on the way (metrics, timing, TensorBoard,
+progress bar, checkpoints). Exact resume: every random draw is a function of the seed and the step
+(data order, augmentation, DAMP/DAAP noise) or is checkpointed (the global RNG that dropout uses,
+per rank), so a run killed at any step and resumed ends bit-identical to an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from damp import __version__, methods
-from damp import seeding
-from damp.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
-from damp.config import RunConfig, dump_config, to_dict
-from damp.data.augment import corrupt_half, mixup_fixed
-from damp.data.build import build_data
-from damp.evaluate import check_evaluation_inputs
+from damp import __version__, methods, seeding
+from damp.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from damp.config import RunConfig, dump_config, method_arguments, to_dict
+from damp.corruptions import corrupt_half
+from damp.data.augment import mixup_fixed
+from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown, unwrap
-from damp.log import progress_bar
-from damp.models import build_model
+from damp.evaluate import check_evaluation_inputs, evaluate_run
+from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
+from damp.outputs import RunOutputs
+from damp.runtime import autocast_dtype, resolve_device
 
 # Sections that must match for --resume: a checkpoint of another model or dataset is refused.
 RESUME_MUST_MATCH = ("data", "model", "seed")
@@ -39,44 +44,56 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step, loss, lr and method."""
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("trainer.device: cuda requested but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+@dataclass
+class Run:
+    """One training run's live objects; the stages below read and advance it."""
+
+    cfg: RunConfig
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    bundle: DataBundle
+    model: nn.Module  # the plain module: checkpoints and evaluation
+    method: methods.Method
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    total: int
+    net: nn.Module | None = None  # what the step calls: the model, DDP-wrapped and/or compiled
+    step: int = 0
+    running: dict = field(default_factory=lambda: {"loss_sum": 0.0})  # partial interval sum, checkpointed
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.bundle.train)
 
 
-def model_for(cfg: RunConfig, bundle) -> nn.Module:
-    """The model of ``cfg`` for the data in ``bundle`` (classes, channels, size, normalisation)."""
-    extra = {"width": cfg.model.width} if cfg.model.name == "small_cnn" and cfg.model.width else {}
-    return build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                       image_size=bundle.image_size, dropout=cfg.model.dropout, mean=bundle.mean, std=bundle.std,
-                       **extra)
+def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train and evaluate one run; writes config.yaml, metrics, checkpoints and results.json to ``out``.
+
+    Returns the results dict (rank 0; other ranks return {}).
+    """
+    check_evaluation_inputs(cfg)  # fail before anything is written or trained
+    device_type = "cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+    rank, world, local_rank = init_from_env(device_type)
+    try:
+        run, state = prepare(cfg, Path(out), rank, world, resolve_device(cfg.trainer.device, local_rank),
+                             resume, overwrite)
+        restore(run, state)
+        t = cfg.trainer
+        with RunOutputs(run.out, desc=f"train {cfg.method.name}", total=run.total, start_step=run.step,
+                        images_per_step=cfg.data.batch_size, resumed=state is not None,
+                        metrics_format=t.metrics_format, tensorboard=t.tensorboard, progress=t.progress) as outputs:
+            train_steps(run, outputs)
+        results = evaluate_and_write(run)
+        barrier()
+        return results
+    finally:
+        teardown()
 
 
-def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
-    """The method of ``cfg``; M counts the sub-batches of the global batch, each process holds M / world."""
-    m = cfg.method
-    name = "sgd" if m.name == "dropout" else m.name
-    if name == "sgd":
-        return methods.SGD()
-    if m.num_perturbations % world_size:
-        raise ValueError(f"method.num_perturbations: {m.num_perturbations} is not divisible by the "
-                         f"{world_size} processes")
-    hp = {"num_perturbations": m.num_perturbations, "executor": m.executor, "batchnorm": m.batchnorm}
-    if name in ("damp", "daap"):
-        hp.update(std=m.std, seed=cfg.seed)
-    else:
-        hp.update(rho=m.rho)
-        if name == "asam" and m.eta is not None:
-            hp["eta"] = m.eta
-    return methods.build(name, **hp)
-
-
-def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dict | None:
+def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dict | None:
     """Check the output directory; on resume load and check the checkpoint. Returns it (or None)."""
     if resume:
         path = find_checkpoint(out)
@@ -97,195 +114,180 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) ->
     return None
 
 
-class MetricsLog:
-    """Deterministic per-interval metrics (step, epoch, loss, lr) as JSONL or CSV; truncated on resume."""
+def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device, resume: bool,
+            overwrite: bool) -> tuple[Run, dict | None]:
+    """Check the run directory, write config.yaml, build data, model, method and optimizer.
 
-    FIELDS = ("step", "epoch", "loss", "lr")
-
-    def __init__(self, path: Path, fmt: str, resume_step: int | None) -> None:
-        self.path, self.fmt = path, fmt
-        rows = self._read() if resume_step is not None else []
-        rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
-        with open(path, "w", newline="") as f:
-            if fmt == "csv":
-                csv.writer(f).writerow(self.FIELDS)
-            for r in rows:
-                self._write(f, r)
-
-    def _read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        with open(self.path, newline="") as f:
-            if self.fmt == "csv":
-                return [r for r in csv.DictReader(f) if None not in r.values()]
-            rows = []
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a kill: beyond the checkpoint anyway
-                    continue
-            return rows
-
-    def _write(self, f, row: dict) -> None:
-        if self.fmt == "csv":
-            csv.writer(f).writerow([row[k] for k in self.FIELDS])
-        else:
-            f.write(json.dumps({k: row[k] for k in self.FIELDS}) + "\n")
-
-    def append(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as f:
-            self._write(f, row)
-
-
-def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train and evaluate one run; writes config.yaml, metrics, checkpoints and results.json to ``out``.
-
-    Returns the results dict (rank 0; other ranks return {}).
+    Returns the run and the checkpoint to restore (None for a fresh start).
     """
-    t, o = cfg.trainer, cfg.optim
-    out = Path(out)
-    check_evaluation_inputs(cfg)  # fail before anything is written or trained
-    rank, world, local_rank = init_from_env("cuda" if t.device != "cpu" and torch.cuda.is_available() else "cpu")
-    try:
-        device = resolve_device(t.device, local_rank)
-        state = prepare_run_dir(out, cfg, resume, overwrite) if is_main() else None
-        barrier()
-        if not is_main() and resume and find_checkpoint(out) is not None:
-            state = load_checkpoint(find_checkpoint(out))
-        if is_main():
-            out.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, out / "config.yaml")
-        vit = cfg.model.name.startswith("vit")
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=vit)
-        model = model_for(cfg, bundle).to(device)
-        if t.precision == "fp64":  # float64 end to end, for reference checks (e.g. 1 vs N processes)
-            model = model.double()
-        if t.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        torch.manual_seed(seeding.derive_seed(cfg.seed, seeding.DROPOUT, rank))  # dropout: per-rank stream
-        method = build_method(cfg, world)
-        optimizer = build_optimizer(o, model)
-        steps_per_epoch = len(bundle.train)
-        total = t.max_steps or t.epochs * steps_per_epoch
-        scheduler = build_scheduler(o, optimizer, total, steps_per_epoch)
-        scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
-        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-        step, running = 0, {"loss_sum": 0.0}
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if state["method"]:
-                method.load_state_dict(state["method"])
-            rng = state["rng"]
-            torch.set_rng_state(rng[rank] if rank < len(rng) else rng[0])
-            cuda_rng = state.get("cuda_rng") or []
-            if device.type == "cuda" and rank < len(cuda_rng):
-                torch.cuda.set_rng_state(cuda_rng[rank], device)
-            step, running = int(state["step"]), dict(state["running"])
-        net = model
-        if world > 1:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-        if t.compile:
-            net = torch.compile(net)
-        loss_fn = F.cross_entropy
-        metrics = MetricsLog(out / f"metrics.{t.metrics_format}", t.metrics_format, step if state else None) \
-            if is_main() else None
-        timing = open(out / "timing.jsonl", "a") if is_main() else None
-        writer = _tensorboard(out) if t.tensorboard and is_main() else None
+    state = check_run_dir(out, cfg, resume, overwrite) if is_main() else None
+    barrier()
+    if not is_main() and resume and find_checkpoint(out) is not None:
+        state = load_checkpoint(find_checkpoint(out))
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    t = cfg.trainer
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=cfg.model.name.startswith("vit"))
+    model = model_for(cfg, bundle).to(device)
+    if t.precision == "fp64":  # float64 end to end, for reference checks (e.g. 1 vs N processes)
+        model = model.double()
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    torch.manual_seed(seeding.derive_seed(cfg.seed, seeding.DROPOUT, rank))  # dropout: per-rank stream
+    optimizer = build_optimizer(cfg.optim, model)
+    total = t.max_steps or t.epochs * len(bundle.train)
+    run = Run(cfg, out, rank, world, device, bundle, model, build_method(cfg, world), optimizer,
+              build_scheduler(cfg.optim, optimizer, total, len(bundle.train)),
+              torch.amp.GradScaler(device.type) if t.precision == "fp16" else None, total)
+    return run, state
 
-        def checkpoint() -> None:
-            payload = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                       "method": method.state_dict(), "rng": all_gather_objects(torch.get_rng_state()),
-                       "cuda_rng": all_gather_objects(torch.cuda.get_rng_state(device))
-                       if device.type == "cuda" else [],
-                       "step": step, "epoch": step // steps_per_epoch, "running": running,
-                       "config": to_dict(cfg), "damp_version": __version__}
-            if is_main():
-                save_checkpoint(out, payload)
-            barrier()
 
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on device
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        model.train()
-        bar = progress_bar(total, f"train {cfg.method.name}", t.progress and is_main())
-        bar.update(step)
-        tick, tick_step = time.perf_counter(), step
-        with bar:
-            while step < total:
-                epoch, start_batch = divmod(step, steps_per_epoch)
-                bundle.train.set_epoch(epoch)
-                for batch_index, (x, y) in enumerate(bundle.train.iter_from(start_batch), start_batch):
-                    x, y = _batch_transforms(cfg, x, y, epoch, batch_index, bundle.num_classes)
-                    if t.precision == "fp64":
-                        x = x.double()
-                    if t.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = method.backward(net, x, y, loss_fn, scaler=scaler, autocast_dtype=autocast_dtype)
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    if o.clip_norm > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    scheduler.step()
-                    bad = ~torch.isfinite(loss)
-                    first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step + 1), first_bad)
-                    loss_sum += loss.double()
-                    step += 1
-                    bar.update()
-                    at_log = step % t.log_every == 0 or step == total
-                    at_ckpt = step % t.checkpoint_every == 0 or step == total
-                    if at_log or at_ckpt:  # the only host syncs: once per interval
-                        _check_finite(first_bad, loss_sum, step, optimizer, method)
-                        running["loss_sum"] += float(loss_sum)  # partial interval sum survives a checkpoint
-                        loss_sum.zero_()
-                    if at_log:
-                        steps_in_interval = step - (step - 1) // t.log_every * t.log_every
-                        row = {"step": step, "epoch": epoch, "loss": running["loss_sum"] / steps_in_interval,
-                               "lr": optimizer.param_groups[0]["lr"]}
-                        running["loss_sum"] = 0.0
-                        if metrics is not None:
-                            metrics.append(row)
-                            now = time.perf_counter()
-                            rate = (step - tick_step) * cfg.data.batch_size / max(now - tick, 1e-9)
-                            timing.write(json.dumps({"step": step, "images_per_s": rate}) + "\n")
-                            timing.flush()
-                            tick, tick_step = now, step
-                            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.3g}", img_s=f"{rate:.0f}")
-                            if writer is not None:
-                                writer.add_scalar("train/loss", row["loss"], step)
-                                writer.add_scalar("train/lr", row["lr"], step)
-                    if at_ckpt:
-                        checkpoint()
-                    if step >= total:
-                        break
-        if timing is not None:
-            timing.close()
-        if writer is not None:
-            writer.close()
-        results = {}
-        if is_main():
-            from damp.evaluate import evaluate_run
+def restore(run: Run, state: dict | None) -> None:
+    """Load a checkpoint into the run (weights, optimizer, schedule, scaler, method, RNG), then wrap
+    the model for DDP / torch.compile."""
+    if state is not None:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.scaler is not None and state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        if state["method"]:
+            run.method.load_state_dict(state["method"])
+        rng = state["rng"]
+        torch.set_rng_state(rng[run.rank] if run.rank < len(rng) else rng[0])
+        cuda_rng = state.get("cuda_rng") or []
+        if run.device.type == "cuda" and run.rank < len(cuda_rng):
+            torch.cuda.set_rng_state(cuda_rng[run.rank], run.device)
+        run.step, run.running = int(state["step"]), dict(state["running"])
+    run.net = run.model
+    if run.world > 1:
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.net = nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+    if run.cfg.trainer.compile:
+        run.net = torch.compile(run.net)
 
-            # Evaluation runs in float32 whatever the training precision.
-            results = evaluate_run(unwrap(model).float(), bundle, cfg)
-            results["meta"].update({"run": str(out), "method": cfg.method.name, "steps": step,
-                                    "world_size": world, "damp_version": __version__,
-                                    "skipped_images": bundle.skipped_images})
-            (out / "results.json").write_text(json.dumps(results, indent=2))
-        barrier()
-        return results
-    finally:
-        teardown()
+
+def train_steps(run: Run, outputs: RunOutputs) -> None:
+    """The step loop: from ``run.step`` to ``run.total``, logging and checkpointing at intervals."""
+    t = run.cfg.trainer
+    tracker = LossTracker(run.device)
+    run.model.train()
+    while run.step < run.total:
+        epoch, start_batch = divmod(run.step, run.steps_per_epoch)
+        run.bundle.train.set_epoch(epoch)
+        for batch_index, (x, y) in enumerate(run.bundle.train.iter_from(start_batch), start_batch):
+            x, y = _batch_transforms(run.cfg, x, y, epoch, batch_index, run.bundle.num_classes)
+            tracker.add(train_step(run, x, y), run.step)
+            run.step += 1
+            outputs.step_done()
+            at_log = run.step % t.log_every == 0 or run.step == run.total
+            at_checkpoint = run.step % t.checkpoint_every == 0 or run.step == run.total
+            if at_log or at_checkpoint:  # the only host syncs: once per interval
+                run.running["loss_sum"] += tracker.flush(run)
+            if at_log:
+                outputs.log(_metrics_row(run, epoch))
+            if at_checkpoint:
+                outputs.checkpoint(lambda: checkpoint_payload(run))
+            if run.step >= run.total:
+                break
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on batch (x, y); returns the detached loss (no host sync)."""
+    t, o = run.cfg.trainer, run.cfg.optim
+    if t.precision == "fp64":
+        x = x.double()
+    if t.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = run.method.backward(run.net, x, y, F.cross_entropy, scaler=run.scaler,
+                               autocast_dtype=autocast_dtype(t.precision))
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)
+    if o.clip_norm > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), o.clip_norm)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    return loss
+
+
+def _metrics_row(run: Run, epoch: int) -> dict:
+    """The metrics row at a log step; the loss is the mean over the steps since the last row."""
+    log_every = run.cfg.trainer.log_every
+    steps_in_interval = run.step - (run.step - 1) // log_every * log_every
+    row = {"step": run.step, "epoch": epoch, "loss": run.running["loss_sum"] / steps_in_interval,
+           "lr": run.optimizer.param_groups[0]["lr"]}
+    run.running["loss_sum"] = 0.0
+    return row
+
+
+def checkpoint_payload(run: Run) -> dict:
+    """Everything an exact resume needs (gathers every rank's RNG state: call on every rank)."""
+    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
+            "method": run.method.state_dict(), "rng": all_gather_objects(torch.get_rng_state()),
+            "cuda_rng": all_gather_objects(torch.cuda.get_rng_state(run.device))
+            if run.device.type == "cuda" else [],
+            "step": run.step, "epoch": run.step // run.steps_per_epoch, "running": run.running,
+            "config": to_dict(run.cfg), "damp_version": __version__}
+
+
+def evaluate_and_write(run: Run) -> dict:
+    """Evaluate the clean weights (rank 0) and write results.json; returns the results ({} elsewhere)."""
+    if not is_main():
+        return {}
+    # Evaluation runs in float32 whatever the training precision.
+    results = evaluate_run(unwrap(run.model).float(), run.bundle, run.cfg)
+    results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,
+                            "world_size": run.world, "damp_version": __version__,
+                            "skipped_images": run.bundle.skipped_images})
+    (run.out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+class LossTracker:
+    """Sums losses and remembers the first non-finite step on the device, read once per interval."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss)
+        self.first_bad = torch.where((self.first_bad < 0) & bad, torch.full_like(self.first_bad, step + 1),
+                                     self.first_bad)
+        self.loss_sum += loss.double()
+
+    def flush(self, run: Run) -> float:
+        """The interval's loss sum (host sync); raises NonFiniteLossError on every rank together."""
+        bad_step = int(self.first_bad)
+        if torch.distributed.is_initialized():  # every rank stops together, or the healthy ones would hang
+            flag = torch.tensor([bad_step], device=self.first_bad.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad_step = int(flag)
+        if bad_step >= 0:
+            raise NonFiniteLossError(
+                f"non-finite loss ({float(self.loss_sum)}) at step {bad_step} "
+                f"(lr {run.optimizer.param_groups[0]['lr']:.4g}, method {run.method!r}); the last good checkpoint "
+                "is kept: fix the cause (e.g. --set method.std=...) and run again with --resume")
+        total = float(self.loss_sum)
+        self.loss_sum.zero_()
+        return total
+
+
+def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
+    """The method of ``cfg``; M counts the sub-batches of the global batch, each process holds M / world."""
+    name, kwargs = method_arguments(cfg)
+    if name != "sgd" and cfg.method.num_perturbations % world_size:
+        raise ValueError(f"method.num_perturbations: {cfg.method.num_perturbations} is not divisible by the "
+                         f"{world_size} processes")
+    return methods.build(name, **kwargs)
 
 
 def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int,
@@ -301,24 +303,3 @@ def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: i
     if d.mixup > 0:
         x, y = mixup_fixed(x, y, num_classes, d.mixup)
     return x, y
-
-
-def _check_finite(first_bad: torch.Tensor, loss_sum: torch.Tensor, step: int, optimizer, method) -> None:
-    bad_step = int(first_bad)
-    if torch.distributed.is_initialized():  # every rank stops together, or the healthy ones would hang
-        flag = torch.tensor([bad_step], device=first_bad.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        bad_step = int(flag)
-    if bad_step >= 0:
-        raise NonFiniteLossError(
-            f"non-finite loss ({float(loss_sum)}) at step {bad_step} (lr {optimizer.param_groups[0]['lr']:.4g}, "
-            f"method {method!r}); the last good checkpoint is kept: fix the cause (e.g. --set method.std=...) "
-            "and run again with --resume")
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))

@@ -180,3 +180,18 @@ def test_forwards_restored_when_the_loss_raises():
             methods.DAMP(0.2, 2, executor=executor).backward(model, x, y, boom)
         assert all("forward" not in vars(m) for m in model.modules())
     methods.SGD().backward(model, x, y, cross_entropy)  # the model works as before
+
+
+def test_split_and_fused_agree_under_bf16_autocast():
+    """The split kernels cast by hand under autocast, so their backward runs in the forward's dtype."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=10, in_channels=3, image_size=16)
+    x, y = torch.rand(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    out = {}
+    for executor in ("split", "fused"):
+        m = copy.deepcopy(model)
+        methods.DAMP(0.1, 4, seed=0, executor=executor).backward(m, x, y, cross_entropy,
+                                                                 autocast_dtype=torch.bfloat16)
+        out[executor] = torch.cat([p.grad.flatten() for p in m.parameters()])
+    assert all(p.grad is None for p in model.parameters())
+    assert ((out["split"] - out["fused"]).norm() / out["fused"].norm()) < 0.02

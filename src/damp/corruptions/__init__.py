@@ -42,16 +42,13 @@ class Corruption:
 
     ``color``: needs RGB (grey input is expanded and the result converted back to luma).
     ``options``: extra keywords ``fn`` takes ("preset", "frost_dir").
-    ``device``: "any", or "cpu" where the work is inherently on the CPU (exact Pillow JPEG).
     """
 
     name: str
     fn: Callable[..., torch.Tensor]
     params: dict[str, tuple]  # preset -> the 5 per-severity constants
-    extra: bool
     color: bool = False
     options: tuple[str, ...] = ()
-    device: str = "any"
 
 
 def _register(*entries: Corruption) -> dict[str, Corruption]:
@@ -63,7 +60,7 @@ def _register(*entries: Corruption) -> dict[str, Corruption]:
 
 
 def _c(name: str, fn: Callable, params: dict, **kw) -> Corruption:
-    return Corruption(name, fn, params, name in GROUPS["extra"], **kw)
+    return Corruption(name, fn, params, **kw)
 
 
 def _frost(x, c, generator, preset, frost_dir=None):
@@ -90,7 +87,7 @@ CORRUPTIONS: dict[str, Corruption] = _register(
     _c("contrast", digital.contrast, digital.CONTRAST),
     _c("elastic_transform", digital.elastic_transform, digital.ELASTIC_TRANSFORM),
     _c("pixelate", digital.pixelate, digital.PIXELATE),
-    _c("jpeg_compression", digital.jpeg_compression, digital.JPEG_COMPRESSION, device="cpu"),
+    _c("jpeg_compression", digital.jpeg_compression, digital.JPEG_COMPRESSION),  # Pillow, on the CPU
     _c("speckle_noise", noise.speckle_noise, noise.SPECKLE_NOISE),
     _c("gaussian_blur", blur.gaussian_blur, blur.GAUSSIAN_BLUR),
     _c("spatter", weather.spatter, weather.SPATTER, color=True),
@@ -110,7 +107,7 @@ def names(subset: str = "all") -> list[str]:
     else:
         raise ValueError(f"Unknown corruption subset: {subset!r} (all, common, extra, noise, blur, weather, "
                          "digital)")
-    return [n for n in wanted if n in CORRUPTIONS]
+    return list(wanted)
 
 
 def get(name: str) -> Corruption:
@@ -157,4 +154,16 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, preset: str | None = N
     return from_unit_float(luma(out) if grey else out, x)
 
 
-__all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "corrupt", "get", "names"]
+
+
+def corrupt_half(x: torch.Tensor, name: str, severity: int, generator: torch.Generator,
+                 frost_dir: str | None = None) -> torch.Tensor:
+    """Paper Algorithm 2: corrupt the first half of the batch with one corruption (severity 1-5) and
+    keep the rest clean. x: (B, C, H, W) float in [0, 1]."""
+    half = x.shape[0] // 2
+    out = x.clone()
+    out[:half] = corrupt(x[:half], name, severity, generator=generator, frost_dir=frost_dir)
+    return out
+
+
+__all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "corrupt", "corrupt_half", "get", "names"]

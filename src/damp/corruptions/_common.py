@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from damp.pixels import to_unit_float  # noqa: F401 - re-exported for the corruption modules
 from damp.seeding import entropy_seed
 
 PRESETS = ("cifar", "tiny", "imagenet")
@@ -36,13 +37,6 @@ def default_preset(height: int, width: int) -> str:
     """The constant table for an image size: <= 32 px cifar, <= 64 px tiny, else imagenet."""
     side = max(height, width)
     return "cifar" if side <= 32 else "tiny" if side <= 64 else "imagenet"
-
-
-def to_unit_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [0, 1] -> float32 [0, 1] (float64 input stays float64)."""
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    return x if x.dtype == torch.float64 else x.float()
 
 
 def from_unit_float(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

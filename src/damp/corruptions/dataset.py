@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from damp.corruptions import corrupt, get
+from damp.corruptions import CANONICAL_NAMES, corrupt, get
 from damp.data.idx import DataFormatError
 from damp import seeding
 
@@ -161,7 +161,5 @@ def read_folder_c(directory: str | Path, name: str, severity: int, classes: Sequ
 
 def available_corruptions(directory: str | Path) -> list[str]:
     """Corruptions present in a -C directory (either layout), in canonical order."""
-    from damp.corruptions import CANONICAL_NAMES
-
     directory = Path(directory)
     return [n for n in CANONICAL_NAMES if (directory / f"{n}.npy").is_file() or (directory / n).is_dir()]

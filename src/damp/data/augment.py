@@ -53,15 +53,3 @@ def mixup_fixed(x: torch.Tensor, targets: torch.Tensor, num_classes: int, coeffi
     """
     one_hot = torch.nn.functional.one_hot(targets, num_classes).to(x.dtype)
     return coefficient * x + (1 - coefficient) * x.flip(0), coefficient * one_hot + (1 - coefficient) * one_hot.flip(0)
-
-
-def corrupt_half(x: torch.Tensor, name: str, severity: int, generator: torch.Generator,
-                 frost_dir: str | None = None) -> torch.Tensor:
-    """Paper Algorithm 2: corrupt the first half of the batch with one corruption (severity 1-5),
-    keep the rest clean."""
-    from damp.corruptions import corrupt
-
-    half = x.shape[0] // 2
-    out = x.clone()
-    out[:half] = corrupt(x[:half], name, severity, generator=generator, frost_dir=frost_dir)
-    return out

@@ -22,6 +22,8 @@ STATS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 VIT_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViT inputs are normalised to [-1, 1]
+DATASETS = tuple(STATS)
+AUGMENTS = ("auto", "none", "crop", "crop_flip", "inception", "inception_randaugment")
 AUTO_AUGMENT = {"digits": "crop", "fashion_mnist": "crop_flip", "cifar10": "crop_flip", "cifar100": "crop_flip",
                 "tiny_imagenet": "crop_flip", "imagenet": "inception"}
 

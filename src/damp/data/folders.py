@@ -76,3 +76,23 @@ def decodable(samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
         except (UnidentifiedImageError, OSError, SyntaxError):
             continue
     return ok
+
+
+def load_folder_images(root: str, size: int):
+    """Decode a class-folder tree to uint8 (N, 3, size, size): Resize((64, 64)) for <= 64 px (the
+    Tiny-ImageNet-C recipe), else Resize(256) + CenterCrop(224)-style short-side resize and crop.
+
+    Returns (images, labels, paths relative to their class folder, class names).
+    """
+    samples, classes = scan_class_folders(root)
+    tensors = []
+    for path, _ in samples:
+        im = load_rgb(path)
+        if size <= 64:
+            im = im.resize((size, size), resample=2)  # bilinear
+        else:
+            im = center_crop(resize_short_side(im, round(size * 256 / 224)), size)
+        tensors.append(to_tensor_u8(im))
+    labels = torch.tensor([label for _, label in samples])
+    relative = [path.relative_to(Path(root) / classes[label]).as_posix() for path, label in samples]
+    return torch.stack(tensors), labels, relative, classes

@@ -15,9 +15,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
+from damp.data.idx import DataFormatError
 from damp.data.pil_augment import center_crop_eval, hflip, inception_crop, randaugment
 from damp.data.resident import epoch_order, num_batches, shard
 from damp import seeding
+from damp.pixels import to_unit_float
 
 
 class FolderDataset(Dataset):
@@ -33,9 +35,15 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | DataFormatError:
+        """The sample, or the DataFormatError of an undecodable file, returned rather than raised so
+        the loader re-raises it in the main process with its own one-line message (an error raised in
+        a DataLoader worker comes back wrapped in the worker's traceback text)."""
         path, label = self.samples[i]
-        im = load_rgb(path)
+        try:
+            im = load_rgb(path)
+        except DataFormatError as err:
+            return err
         if self.augment == "none":
             im = center_crop_eval(im, self.image_size)
         else:
@@ -72,14 +80,25 @@ class FolderLoader:
     def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()
         batches = [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(start_batch, len(self))]
-        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=_collate,
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
-        for x, y in loader:
-            yield (x.to(self.device, non_blocking=True).float().div_(255.0),
+        for batch in loader:
+            if isinstance(batch, DataFormatError):
+                raise batch
+            x, y = batch
+            yield (to_unit_float(x.to(self.device, non_blocking=True)),
                    y.to(self.device, non_blocking=True))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iter_from(0)
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | DataFormatError:
+    """Stack (image, label) items; a batch holding an unreadable file becomes that file's error."""
+    for item in items:
+        if isinstance(item, DataFormatError):
+            return item
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
 def imagenet_samples(root: str | Path, split: str, classes: list[str] | None = None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from damp import seeding
+from damp.pixels import to_unit_float
 
 Augment = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, C, H, W), uniforms (B, 4)) -> x
 AUGMENT_DRAWS = 4  # uniforms per image handed to the augmentation
@@ -110,7 +111,7 @@ class ResidentLoader:
         for b in range(start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.images[idx]
-            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+            x = to_unit_float(x)
             if self.augment is not None:
                 base = seeding.derive_seed(self.seed, seeding.AUGMENT, self.epoch)
                 x = self.augment(x, seeding.keyed_uniform(base, idx, AUGMENT_DRAWS))

@@ -17,6 +17,14 @@ from damp.methods.sam import ASAM, SAM
 from damp.methods.sgd import SGD
 
 METHODS: dict[str, type[Method]] = {"sgd": SGD, "damp": DAMP, "daap": DAAP, "sam": SAM, "asam": ASAM}
+# The Dropout baseline is SGD on a model with dropout (paper §4): a run-level name, not a method.
+ALIASES = {"dropout": "sgd"}
+NAMES = tuple(METHODS) + tuple(ALIASES)
+
+
+def canonical_name(name: str) -> str:
+    """The method a run-level name trains with ("dropout" -> "sgd")."""
+    return ALIASES.get(name, name)
 
 
 # Execution options, not hyperparameters: they change how a step runs, not what it computes
@@ -28,6 +36,12 @@ def hyperparameter_names(name: str) -> list[str]:
     """The hyperparameters :func:`build` accepts for method ``name`` (without the execution options)."""
     cls = _lookup(name)
     return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params") + OPTIONS]
+
+
+def required_hyperparameters(name: str) -> list[str]:
+    """The hyperparameters of method ``name`` that have no default."""
+    params = inspect.signature(_lookup(name).__init__).parameters
+    return [k for k in hyperparameter_names(name) if params[k].default is inspect.Parameter.empty]
 
 
 def _lookup(name: str) -> type[Method]:
@@ -56,5 +70,6 @@ def build(name: str, **hparams: Any) -> Method:
     return cls(**hparams)
 
 
-__all__ = ["ASAM", "DAAP", "DAMP", "METHODS", "Method", "OPTIONS", "SAM", "SGD", "WeightNoise", "build",
-           "hyperparameter_names", "perturbed_parameters"]
+__all__ = ["ALIASES", "ASAM", "DAAP", "DAMP", "METHODS", "Method", "NAMES", "OPTIONS", "canonical_name", "SAM", "SGD", "WeightNoise", "build",
+           "hyperparameter_names", "perturbed_parameters",
+           "required_hyperparameters"]

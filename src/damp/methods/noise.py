@@ -36,7 +36,7 @@ from damp.dist import unwrap
 from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, local_subbatches,
                                run_backward)
 from damp.methods.perturb import ParamSelector, snapshot, split_batch
-from damp.methods.subbatch import check_modes, plan, process_group, subbatch_forward
+from damp.methods.subbatch import Perturbed, check_modes, plan, process_group, subbatch_forward
 
 
 def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator]) -> list[torch.Tensor]:
@@ -104,14 +104,12 @@ class WeightNoise(Method):
         return draw_noise(params, self.std, [seeding.generator(device, self.seed, seeding.NOISE, self.step, m)
                                              for m in subbatches])
 
-    def copies(self, param: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def copies(self, param: torch.Tensor, noise: torch.Tensor) -> Perturbed:
         """The M perturbed values of ``param`` from its (M, *shape) noise: w + w * eps or w + eps.
 
         The perturbation carries no gradient, so dL/dw sums the gradients *at* the M copies.
         """
-        if self.multiplicative:
-            return torch.addcmul(param.unsqueeze(0), noise, param.detach())
-        return param.unsqueeze(0) + noise
+        return Perturbed(param, noise * param.detach() if self.multiplicative else noise)
 
     def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
                  *, scaler: torch.amp.GradScaler | None = None,

@@ -32,7 +32,7 @@ from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, 
                                run_backward)
 from damp.methods.perturb import (ParamSelector, frozen_batchnorm_stats, snapshot, split_batch,
                                   trainable_parameters)
-from damp.methods.subbatch import check_modes, plan, process_group, subbatch_forward
+from damp.methods.subbatch import Perturbed, check_modes, plan, process_group, subbatch_forward
 
 # davda54/sam and the official ASAM code add this to the norm to avoid 0/0 at a stationary point.
 NORM_EPS = 1e-12
@@ -129,7 +129,7 @@ class SAM(Method):
             grads = torch.autograd.grad(scaled_loss, clean, allow_unused=True)
         grads = [torch.zeros_like(c) if g is None else g for g, c in zip(grads, clean)]
         eps = subbatch_ascent(grads, self.rho, scales)
-        perturbed = [p.unsqueeze(0) + e.detach().to(p.dtype) for p, e in zip(params, eps)]
+        perturbed = [Perturbed(p, e.to(p.dtype)) for p, e in zip(params, eps)]
         with run_copies(perturbed), frozen_batchnorm_stats(model):
             run_backward(forward_loss(model, inputs, targets, loss_fn, autocast_dtype), scaler)
         return loss.detach()

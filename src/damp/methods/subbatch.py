@@ -86,7 +86,11 @@ def _get(module: nn.Module, copies: dict[str, torch.Tensor], name: str, k: int) 
     ``unbind`` once per layer (cached by :class:`_Copies`): indexing the (M, ...) copy M times
     would make autograd allocate and zero-fill M full-size gradients.
     """
-    return copies.unbound(name)[k] if name in copies else getattr(module, name)
+    if name not in copies:
+        return getattr(module, name)
+    if isinstance(copies[name], Perturbed):  # a split kernel that also has per-copy gradients elsewhere
+        copies[name] = copies[name].materialize()
+    return copies.unbound(name)[k]
 
 
 class _Copies(dict):
@@ -99,7 +103,115 @@ class _Copies(dict):
         return cache[name]
 
 
+class Perturbed:
+    """M copies ``base + delta[k]`` of a parameter whose gradient is only ever summed over k.
+
+    The split kernels never materialise these copies for convolutions and linear layers: they
+    rebuild each copy in the backward and accumulate one weight gradient, instead of keeping M
+    copies and M gradients alive (8 x the weights for M = 8). Everything else materialises them.
+    """
+
+    def __init__(self, base: torch.Tensor, delta: torch.Tensor) -> None:
+        self.base, self.delta = base, delta.detach()
+
+    def materialize(self) -> torch.Tensor:
+        return self.base.unsqueeze(0) + self.delta  # the delta carries no gradient
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.delta.shape
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a kernel on ``x`` computes in: the autocast dtype when autocast is on, else x's."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+class _SplitConv(torch.autograd.Function):
+    """Conv of sub-batch k at ``weight + delta_w[k]`` (bias likewise), one summed weight gradient.
+
+    Autocast is applied by hand (inputs cast once, kernels run with autocast off), so the backward
+    runs in the same dtype as the forward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, delta_w, delta_b, module):
+        m, dtype = delta_w.shape[0], _autocast_dtype(x)
+        ctx.module, ctx.m, ctx.x_dtype, ctx.has_bias = module, m, x.dtype, bias is not None
+        xc = x.to(dtype)
+        ctx.save_for_backward(xc, weight, delta_w)
+        with torch.autocast(x.device.type, enabled=False):
+            outs = [module._conv_forward(xk, (weight + delta_w[k]).to(dtype),
+                                         None if bias is None else (bias + (0 if delta_b is None else delta_b[k])
+                                                                    ).to(dtype))
+                    for k, xk in enumerate(xc.chunk(m))]
+        return torch.cat(outs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, delta_w = ctx.saved_tensors
+        c = ctx.module
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        grad_x, grad_w = [], torch.zeros_like(weight) if mask[1] else None
+        for k, (xk, gk) in enumerate(zip(x.chunk(ctx.m), grad.to(x.dtype).chunk(ctx.m))):
+            gi, gw, _ = torch.ops.aten.convolution_backward(
+                gk.contiguous(), xk, (weight + delta_w[k]).to(x.dtype), None, c.stride, c.padding, c.dilation,
+                False, [0] * len(c.stride), c.groups, mask)
+            grad_x.append(gi)
+            if grad_w is not None:
+                grad_w.add_(gw.to(weight.dtype))
+        grad_b = grad.sum([0, *range(2, grad.dim())]).to(weight.dtype) \
+            if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return torch.cat(grad_x).to(ctx.x_dtype) if mask[0] else None, grad_w, grad_b, None, None, None
+
+
+class _SplitLinear(torch.autograd.Function):
+    """Linear map of sub-batch k at ``weight + delta_w[k]`` (bias likewise), one summed weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, delta_w, delta_b):
+        m, dtype = delta_w.shape[0], _autocast_dtype(x)
+        ctx.m, ctx.x_dtype, ctx.has_bias = m, x.dtype, bias is not None
+        xc = x.to(dtype)
+        ctx.save_for_backward(xc, weight, delta_w)
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.cat([F.linear(xk, (weight + delta_w[k]).to(dtype),
+                                       None if bias is None else (bias + (0 if delta_b is None else delta_b[k])
+                                                                  ).to(dtype))
+                              for k, xk in enumerate(xc.chunk(m))])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, delta_w = ctx.saved_tensors
+        grad = grad.to(x.dtype)
+        grad_x, grad_w = [], torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for k, (xk, gk) in enumerate(zip(x.chunk(ctx.m), grad.chunk(ctx.m))):
+            if ctx.needs_input_grad[0]:
+                grad_x.append(gk @ (weight + delta_w[k]).to(x.dtype))
+            if grad_w is not None:
+                grad_w.add_((gk.reshape(-1, gk.shape[-1]).T @ xk.reshape(-1, xk.shape[-1])).to(weight.dtype))
+        grad_b = grad.reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype) \
+            if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return torch.cat(grad_x).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None, grad_w, grad_b, None, None
+
+
+def _summed_only(module: nn.Module, copies: dict) -> bool:
+    """Whether every copy of this module is a :class:`Perturbed` (gradient summed over sub-batches)."""
+    return bool(copies) and all(isinstance(copies[n], Perturbed) for n in copies)
+
+
+def _perturbed_args(module, copies):
+    weight, bias = module.weight, module.bias
+    delta_w = copies["weight"].delta if "weight" in copies else torch.zeros(1, device=weight.device).expand(
+        copies["bias"].shape[0], *weight.shape)
+    delta_b = copies["bias"].delta if "bias" in copies else None
+    return weight, bias, delta_w.to(weight.dtype), None if delta_b is None else delta_b.to(weight.dtype)
+
+
 def _split_conv(module, copies, m, x):
+    if _summed_only(module, copies) and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        return _SplitConv.apply(x, *_perturbed_args(module, copies), module)
     outs = [module._conv_forward(xk, _get(module, copies, "weight", k), _get(module, copies, "bias", k))
             for k, xk in enumerate(x.chunk(m))]
     return torch.cat(outs)
@@ -124,6 +236,8 @@ def _fused_conv(module, copies, m, x):
 
 
 def _split_linear(module, copies, m, x):
+    if _summed_only(module, copies):
+        return _SplitLinear.apply(x, *_perturbed_args(module, copies))
     return torch.cat([F.linear(xk, _get(module, copies, "weight", k), _get(module, copies, "bias", k))
                       for k, xk in enumerate(x.chunk(m))])
 
@@ -360,7 +474,8 @@ def subbatch_forward(model: nn.Module, owners: dict[nn.Module, dict[str, int]], 
     Args:
         model: the (unwrapped) network; batches must be ordered sub-batch-major.
         owners: from :func:`parameter_owners` for the parameters ``copies`` belong to.
-        copies: per parameter, an (M, *shape) tensor of its M sub-batch values.
+        copies: per parameter, an (M, *shape) tensor of its M sub-batch values, or a
+            :class:`Perturbed` when only the sum of their gradients is needed.
         m: the number of sub-batches M.
         kernels: "fused" (grouped / batched kernels) or "split" (M kernels per layer).
         group: synchronise BatchNorm statistics over this process group (None: this process only).
@@ -373,6 +488,8 @@ def subbatch_forward(model: nn.Module, owners: dict[nn.Module, dict[str, int]], 
     try:
         for module in model.modules():
             own = _Copies({name: copies[i] for name, i in owners.get(module, {}).items()})
+            if not (kernels == "split" and _forward_for(module, kernels) in (_split_conv, _split_linear)):
+                own = _Copies({n: c.materialize() if isinstance(c, Perturbed) else c for n, c in own.items()})
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 if not own and group is None:
                     continue  # nn.BatchNorm's own forward already normalises over this process's batch

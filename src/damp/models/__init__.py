@@ -46,4 +46,12 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size
     raise ValueError(f"Unknown model: {name!r} (choose from {', '.join(MODELS)})")
 
 
-__all__ = ["MLP", "MODELS", "Normalize", "SmallCNN", "build_model"]
+def model_for(cfg: Any, bundle: Any) -> nn.Module:
+    """The model of a run config ``cfg`` for the data in ``bundle`` (classes, channels, size, normalisation)."""
+    extra = {"width": cfg.model.width} if cfg.model.name == "small_cnn" and cfg.model.width else {}
+    return build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                       image_size=bundle.image_size, dropout=cfg.model.dropout, mean=bundle.mean, std=bundle.std,
+                       **extra)
+
+
+__all__ = ["MLP", "MODELS", "Normalize", "SmallCNN", "build_model", "model_for"]
