@@ -95,8 +95,10 @@ def interrupt_after(monkeypatch, calls: int) -> None:
 
 
 def test_resume_is_bit_identical(tmp_path, monkeypatch):
+    """Also with a hold-out split validated every epoch (192 training images: 6 steps an epoch)."""
     base = QUICK + METHODS["damp"] + ["model.dropout=0.3", "trainer.max_steps=8", "eval.corruptions=none",
-                                      "trainer.checkpoint_every=3", "trainer.log_every=2"]
+                                      "trainer.checkpoint_every=3", "trainer.log_every=2", "data.holdout=0.25",
+                                      "eval.every_epochs=1"]
     full = train(load_config(None, base), tmp_path / "full")
     with monkeypatch.context() as patch:
         interrupt_after(patch, 7)  # dies during step 8; the last checkpoint is step 6
@@ -108,7 +110,19 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "resumed" / "metrics.jsonl").read_text()
-    assert full["clean"] == resumed["clean"]
+    assert full["clean"] == resumed["clean"] and full["holdout"] == resumed["holdout"]
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["epoch"]) for r in rows if "val_error" in r] == [(6, 1)]
+
+
+def test_holdout_split_is_fixed_disjoint_and_sized():
+    from damp.data.build import holdout_split
+
+    kept, held = holdout_split(100, 0.1, seed=0)
+    assert len(held) == 10 and len(kept) == 90
+    assert not set(kept.tolist()) & set(held.tolist())
+    assert torch.equal(holdout_split(100, 0.1, seed=0)[1], held)  # the same images for every run
+    assert not torch.equal(holdout_split(100, 0.1, seed=1)[1], held)
 
 
 def test_non_finite_loss_stops_keeps_checkpoint_and_resumes_with_smaller_std(tmp_path):

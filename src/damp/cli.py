@@ -139,6 +139,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from damp.dist import is_main
+    from damp.log import progress_bar
+    from damp.sweep import parse_grid, plan_runs, run_sweep
+
+    grid = parse_grid(args.grid)
+    bar = progress_bar(len(plan_runs(grid, args.seeds)), "sweep", not args.quiet and is_main())
+
+    def finished(run, results) -> None:
+        bar.update()
+        if is_main():
+            bar.write(f"{run.name}: {_results_line(results)}")
+
+    with bar:
+        summary = run_sweep(args.config, grid, args.seeds, args.out, sets=args.set or [], resume=args.resume,
+                            on_run=finished)
+    if is_main():
+        for method, chosen in summary["selection"].items():
+            print(f"selected for {method}: {chosen['label']} (hold-out error {chosen['holdout_error']:.2f}%)")
+        print(f"wrote {Path(args.out) / 'summary.md'} and {Path(args.out) / 'summary.json'}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -229,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="start over in a non-empty run directory")
     tr.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable; selects each method's best grid point "
+                                      "on the hold-out split")
+    sw.add_argument("--config", help="YAML preset every run starts from")
+    sw.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                    help="a grid axis, e.g. --grid method.std=0.1,0.2 (repeatable: the grid is their product)")
+    sw.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..N-1 per grid point (default: 1)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run (repeatable); "
+                    "set data.holdout (e.g. 0.1) so the selection has a hold-out error")
+    sw.add_argument("--out", required=True, help="sweep directory: one run directory per run, summary.md/.json")
+    sw.add_argument("--resume", action="store_true", help="skip finished runs and resume the unfinished one")
+    sw.add_argument("--quiet", action="store_true", help="no progress bars")
+    sw.set_defaults(func=cmd_sweep)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run: clean, corruptions, FGSM, ImageNet variants")
     ev.add_argument("target", help="run directory (uses last.pt) or checkpoint file")

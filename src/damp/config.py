@@ -45,6 +45,8 @@ class DataConfig:
     max_train_images: int = 0  # use only the first N training images (0 = all); for smoke runs
     skip_bad_images: bool = False  # folder datasets: drop undecodable images (counted) instead of failing
     frost_dir: str | None = None
+    holdout: float = 0.0  # fraction of the training set held out for tuning (paper: 0.1); 0 = none
+    holdout_seed: int = 0  # the split's seed, fixed across runs so every run tunes on the same images
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class EvalConfig:
     fgsm: tuple[float, ...] = ()  # epsilons in [0, 1] pixel units
     c_dir: str | None = None  # released -C files instead of on-the-fly corruptions
     seed: int = 0
+    every_epochs: int = 0  # validate every N epochs during training (hold-out split, else test set); 0 = off
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,10 @@ def validate(cfg: RunConfig) -> None:
                        ("data.max_train_images", d.max_train_images), ("optim.warmup_epochs", o.warmup_epochs),
                        ("optim.warmup_steps", o.warmup_steps), ("seed", cfg.seed)):
         _positive(key, value, allow_zero=True)
+    if not 0 <= d.holdout < 1:
+        raise ConfigError(f"data.holdout: must be in [0, 1), got {d.holdout!r}")
+    if e.every_epochs < 0:
+        raise ConfigError(f"eval.every_epochs: must be >= 0, got {e.every_epochs!r}")
     if not 0 <= d.mixup < 1:
         raise ConfigError(f"data.mixup: must be in [0, 1), got {d.mixup!r}")
     if not 0 <= cfg.model.dropout < 1:

@@ -19,9 +19,13 @@ from damp.log import progress_bar
 
 
 class MetricsLog:
-    """Deterministic per-interval metrics (step, epoch, loss, lr) as JSONL or CSV; truncated on resume."""
+    """Deterministic per-interval metrics as JSONL or CSV; truncated on resume.
 
-    FIELDS = ("step", "epoch", "loss", "lr")
+    Training rows hold (step, epoch, loss, lr); validation rows (eval.every_epochs) hold (step, epoch,
+    val_error, val_nll). In CSV the other columns stay empty.
+    """
+
+    FIELDS = ("step", "epoch", "loss", "lr", "val_error", "val_nll")
 
     def __init__(self, path: Path, fmt: str, resume_step: int | None) -> None:
         self.path, self.fmt = path, fmt
@@ -49,9 +53,9 @@ class MetricsLog:
 
     def _write(self, f, row: dict) -> None:
         if self.fmt == "csv":
-            csv.writer(f).writerow([row[k] for k in self.FIELDS])
+            csv.writer(f).writerow([row.get(k, "") for k in self.FIELDS])
         else:
-            f.write(json.dumps({k: row[k] for k in self.FIELDS}) + "\n")
+            f.write(json.dumps({k: row[k] for k in self.FIELDS if row.get(k, "") != ""}) + "\n")
 
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
@@ -106,6 +110,16 @@ class RunOutputs:
         if self.writer is not None:
             self.writer.add_scalar("train/loss", row["loss"], row["step"])
             self.writer.add_scalar("train/lr", row["lr"], row["step"])
+
+    def validation(self, row: dict) -> None:
+        """A validation row (step, epoch, val_error, val_nll), also shown on the bar."""
+        if self.metrics is None:
+            return
+        self.metrics.append(row)
+        self.bar.set_postfix(val_error=f"{row['val_error']:.2f}%")
+        if self.writer is not None:
+            self.writer.add_scalar("val/error", row["val_error"], row["step"])
+            self.writer.add_scalar("val/nll", row["val_nll"], row["step"])
 
     def checkpoint(self, payload: Callable[[], dict]) -> None:
         """Write ``payload()`` atomically (rank 0; every rank builds it, since it gathers RNG states)."""

@@ -20,6 +20,7 @@ NOISE = 3  # (step, global sub-batch) -> DAMP/DAAP weight noise
 TRAIN_CORRUPTION = 4  # (epoch, batch) -> Algorithm 2's corruption of half the batch
 DROPOUT = 5  # (rank) -> the global RNG that dropout draws from
 CORRUPTION_CHUNK = 6  # (corruption, severity, chunk) -> written -C datasets
+HOLDOUT = 7  # () -> which training images are held out (data.holdout)
 
 
 def derive_seed(seed: int, stream: int, *keys: int) -> int:

@@ -31,10 +31,12 @@ from damp.data.augment import mixup_fixed
 from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown, unwrap
 from damp.evaluate import check_evaluation_inputs, evaluate_run
+from damp.metrics import classification_metrics
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
 from damp.outputs import RunOutputs
 from damp.runtime import autocast_dtype, resolve_device
+from damp.variants import predict
 
 # Sections that must match for --resume: a checkpoint of another model or dataset is refused.
 RESUME_MUST_MATCH = ("data", "model", "seed")
@@ -188,6 +190,8 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
                 run.running["loss_sum"] += tracker.flush(run)
             if at_log:
                 outputs.log(_metrics_row(run, epoch))
+            if _at_validation(run):  # before the checkpoint, so a resume never skips a validation row
+                outputs.validation(validate(run))
             if at_checkpoint:
                 outputs.checkpoint(lambda: checkpoint_payload(run))
             if run.step >= run.total:
@@ -217,6 +221,27 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def _at_validation(run: Run) -> bool:
+    """Whether an epoch that eval.every_epochs asks to validate ends at this step."""
+    every = run.cfg.eval.every_epochs
+    return every > 0 and run.step % run.steps_per_epoch == 0 and (run.step // run.steps_per_epoch) % every == 0
+
+
+def validate(run: Run) -> dict:
+    """Error and NLL on the hold-out split (the test set without one), with the clean weights.
+
+    Rank 0 evaluates while the others wait; eval mode draws no random numbers, so exact resume holds.
+    """
+    row = {"step": run.step, "epoch": run.step // run.steps_per_epoch}
+    if is_main():
+        dtype = next(run.model.parameters()).dtype  # float64 under trainer.precision=fp64
+        batches = ((x.to(dtype), y) for x, y in (run.bundle.holdout or run.bundle.test))
+        metrics = classification_metrics(*predict(run.model, batches))
+        row.update(val_error=metrics["error"], val_nll=metrics["nll"])
+    barrier()
+    return row
+
+
 def _metrics_row(run: Run, epoch: int) -> dict:
     """The metrics row at a log step; the loss is the mean over the steps since the last row."""
     log_every = run.cfg.trainer.log_every
@@ -244,6 +269,8 @@ def evaluate_and_write(run: Run) -> dict:
         return {}
     # Evaluation runs in float32 whatever the training precision.
     results = evaluate_run(unwrap(run.model).float(), run.bundle, run.cfg)
+    if run.bundle.holdout is not None:  # the tuning split, next to the test metrics (paper §4: 10 % hold-out)
+        results["holdout"] = classification_metrics(*predict(run.model, run.bundle.holdout))
     results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,
                             "world_size": run.world, "damp_version": __version__,
                             "skipped_images": run.bundle.skipped_images})

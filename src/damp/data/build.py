@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from damp import seeding
 from damp.data.arrays import ArrayDataset
 from damp.data.augment import crop_flip
 from damp.data.resident import ResidentLoader
@@ -42,6 +43,7 @@ class DataBundle:
     test_arrays: tuple[torch.Tensor, torch.Tensor] | None  # resident uint8 test set, when small
     classes: list[str] | None = None
     skipped_images: int = 0  # undecodable images dropped (data.skip_bad_images)
+    holdout: Any = None  # loader over the held-out training images (data.holdout), else None
 
 
 def load_arrays(name: str, root: str | None, max_train_images: int = 0) -> ArrayDataset:
@@ -57,6 +59,17 @@ def load_arrays(name: str, root: str | None, max_train_images: int = 0) -> Array
         data = ArrayDataset(data.name, data.train_images[:max_train_images], data.train_labels[:max_train_images],
                             data.test_images, data.test_labels, data.num_classes)
     return data
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held-out) indices of n training samples: a fixed random ``fraction`` is held out.
+
+    The split depends on ``seed`` alone (data.holdout_seed), not on the run's seed, so every run of a
+    sweep tunes on the same images. Indices are sorted, so the kept set keeps the dataset order.
+    """
+    order = torch.randperm(n, generator=seeding.generator("cpu", seed, seeding.HOLDOUT))
+    held = round(fraction * n)
+    return order[held:].sort().values, order[:held].sort().values
 
 
 def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
@@ -84,6 +97,11 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
         train_samples, classes = imagenet_samples(d.root, "train")
         if d.max_train_images:
             train_samples = train_samples[:: max(1, len(train_samples) // d.max_train_images)][:d.max_train_images]
+        holdout_samples = []
+        if d.holdout > 0:
+            kept, held = holdout_split(len(train_samples), d.holdout, d.holdout_seed)
+            holdout_samples = [train_samples[i] for i in held.tolist()]
+            train_samples = [train_samples[i] for i in kept.tolist()]
         val_samples, _ = imagenet_samples(d.root, "val", classes)
         skipped = 0
         if d.skip_bad_images:
@@ -97,9 +115,18 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
                              num_workers=d.num_workers, device=device)
         test = FolderLoader(FolderDataset(val_samples, d.image_size, "none"), d.eval_batch_size, shuffle=False,
                             drop_last=False, num_workers=d.num_workers, device=device)
-        return DataBundle(train, test, len(classes), 3, d.image_size, mean, std, None, classes, skipped)
+        holdout = FolderLoader(FolderDataset(holdout_samples, d.image_size, "none"), d.eval_batch_size,
+                               shuffle=False, drop_last=False, num_workers=d.num_workers,
+                               device=device) if holdout_samples else None
+        return DataBundle(train, test, len(classes), 3, d.image_size, mean, std, None, classes, skipped, holdout)
 
     data = load_arrays(d.name, d.root, d.max_train_images)
+    holdout = None
+    if d.holdout > 0:
+        kept, held = holdout_split(len(data.train_labels), d.holdout, d.holdout_seed)
+        holdout = ResidentLoader(data.train_images[held], data.train_labels[held], d.eval_batch_size, device=device)
+        data = ArrayDataset(data.name, data.train_images[kept], data.train_labels[kept], data.test_images,
+                            data.test_labels, data.num_classes)
     if augment not in ("none", "crop", "crop_flip"):
         raise ValueError(f"data.augment: {augment!r} applies to folder datasets only")
     padding, flip = d.crop_padding, augment == "crop_flip"
@@ -112,4 +139,4 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
     if not vit:
         mean, std = STATS[d.name]
     return DataBundle(train, test, data.num_classes, data.in_channels, data.image_size, mean, std,
-                      (data.test_images, data.test_labels))
+                      (data.test_images, data.test_labels), holdout=holdout)

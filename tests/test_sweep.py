@@ -1,0 +1,62 @@
+"""`damp sweep`: the grid x seeds, selection on the hold-out split, and kill/resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from damp.cli import main
+from damp.sweep import parse_grid, plan_runs, run_sweep
+from tests.test_train import interrupt_after
+
+SETS = ["trainer.device=cpu", "trainer.progress=false", "data.batch_size=32", "data.max_train_images=128",
+        "trainer.max_steps=4", "trainer.log_every=2", "trainer.checkpoint_every=2", "data.holdout=0.25",
+        "eval.corruptions=none", "method.name=damp", "method.num_perturbations=2"]
+GRID = {"method.std": ["0.05", "0.3"]}
+
+
+def test_grid_parsing_and_plan():
+    assert parse_grid(["method.std=0.1, 0.2", "optim.lr=0.1"]) == {"method.std": ["0.1", "0.2"], "optim.lr": ["0.1"]}
+    runs = plan_runs(parse_grid(["method.std=0.1,0.2"]), seeds=3)
+    assert [r.name for r in runs][:2] == ["std=0.1__seed=0", "std=0.1__seed=1"] and len(runs) == 6
+    for bad in (["method.std"], ["method.std="], ["=1,2"]):
+        with pytest.raises(ValueError, match="KEY=V1"):
+            parse_grid(bad)
+
+
+def test_sweep_selects_on_holdout_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 4 + 3)  # the first run's 4 steps, then dies in step 4 of the second
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(None, GRID, 1, out, sets=SETS)
+    first = out / "std=0.05__seed=0" / "results.json"
+    assert first.is_file() and not (out / "std=0.3__seed=0" / "results.json").exists()
+    stamp = first.stat().st_mtime_ns
+    with pytest.raises(FileExistsError):
+        run_sweep(None, GRID, 1, out, sets=SETS)  # without --resume a non-empty sweep is refused
+    with pytest.raises(ValueError, match="different sweep"):
+        run_sweep(None, {"method.std": ["0.1"]}, 1, out, sets=SETS, resume=True)
+    seen = []
+    summary = run_sweep(None, GRID, 1, out, sets=SETS, resume=True, on_run=lambda run, res: seen.append(run.name))
+    assert seen == ["std=0.05__seed=0", "std=0.3__seed=0"]
+    assert first.stat().st_mtime_ns == stamp  # the finished run was skipped, not retrained
+    resumed = json.loads((out / "std=0.3__seed=0" / "results.json").read_text())
+    assert resumed["meta"]["steps"] == 4
+    holdout = {row["point"]["method.std"]: row["holdout_error"] for row in summary["points"]}
+    best = min(holdout, key=holdout.get)
+    assert summary["selection"]["damp"]["point"] == {"method.std": best}
+    text = (out / "summary.md").read_text()
+    assert "method.std=0.05" in text and "method.std=0.3" in text and "yes" in text
+
+
+def test_sweep_cli_prints_a_line_per_run(tmp_path, capsys):
+    args = ["sweep", "--grid", "method.std=0.1", "--seeds", "2", "--out", str(tmp_path / "s"), "--quiet"]
+    for item in SETS:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "selected for damp: damp σ=0.1" in out and (tmp_path / "s" / "summary.json").is_file()
+    assert out.count("std=0.1__seed=") == 2  # one line per finished run
+    assert main(["sweep", "--grid", "method.std", "--out", str(tmp_path / "t")]) == 2
