@@ -151,11 +151,12 @@ class OwnParameter(nn.Module):
 
 def test_noise_is_never_silently_dropped():
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    for executor in ("split", "fused", "auto"):
+    for executor in ("split", "fused"):
         with pytest.raises(RuntimeError, match="never called"):
             methods.DAMP(0.1, 2, executor=executor).backward(ReadsChildWeight(), x, y, cross_entropy)
     model = ReadsChildWeight()
-    methods.DAMP(0.1, 2, executor="loop").backward(model, x, y, cross_entropy)  # the loop perturbs in place
+    for executor in ("loop", "auto"):  # the loop perturbs in place (auto's choice on CPU without BatchNorm)
+        methods.DAMP(0.1, 2, executor=executor).backward(model, x, y, cross_entropy)
     assert all("forward" not in vars(m) for m in model.modules())
 
 

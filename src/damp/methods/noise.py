@@ -16,7 +16,7 @@ Executors (``executor=``) are implementation strategies of the same math (method
 "fused" (grouped convolutions, batched matmuls: CUDA), "split" (M kernels per layer: CPU), "loop"
 (M forward/backward passes at in-place perturbed weights, restored bit-exactly: any model, but
 BatchNorm per sub-batch, so only for models without BatchNorm or with batchnorm="ghost"), and
-"auto" (default: fused on CUDA, split elsewhere).
+"auto" (default: fused on CUDA; on CPU split with BatchNorm, the loop without).
 
 Noise: sub-batch m of step t draws from a generator keyed by (seed, t, m), m its index in the global
 batch, so the noise does not depend on the number of processes (docs/fidelity.md, "Processes and randomness").

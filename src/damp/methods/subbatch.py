@@ -414,8 +414,8 @@ def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Ten
 
     "loop" (M forward/backward passes of the whole model) normalises BatchNorm per sub-batch, so it
     is chosen only for ``batchnorm="ghost"`` or for models without a BatchNorm in train mode, where
-    it computes the same as the per-layer executors. "auto" picks "fused" on CUDA and "split"
-    elsewhere, and the loop when a selected parameter cannot run per layer and nothing needs it to.
+    it computes the same as the per-layer executors. "auto" picks "fused" on CUDA; elsewhere "split"
+    for models with BatchNorm and the loop without (M small passes stay in cache on a CPU).
 
     Raises:
         ValueError: when the requested combination cannot give whole-batch BatchNorm.
@@ -423,6 +423,8 @@ def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Ten
     batchnorm_in_train = has_train_batchnorm(model)
     if batchnorm == "ghost":
         return "loop", None
+    if executor == "auto" and device.type != "cuda" and not batchnorm_in_train:
+        return "loop", None  # the same math without BatchNorm, and the fastest on CPU (docs/performance.md)
     if executor == "loop":
         if batchnorm_in_train:
             raise ValueError("executor='loop' normalises BatchNorm per sub-batch; pass batchnorm='ghost' to ask "
