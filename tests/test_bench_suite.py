@@ -1,0 +1,102 @@
+"""benchmarks/gpu_suite.sh: the reduced CPU run end to end, and its one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from damp import bench, corruptions
+from tests.conftest import FROST_DIR, REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_suite.sh"
+PART_FILES = ("environment", "step_time_resnet18", "step_time_resnet50", "throughput", "corruptions",
+              "cifar10c", "targets")
+
+
+def suite(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite") / "out"
+    # Without the textures frost is listed as unavailable, which the checks below accept.
+    frost = ["--frost-dir", str(FROST_DIR)] if FROST_DIR.is_dir() else []
+    proc = suite("--device", "cpu", "--out", str(out), *frost)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_cpu_run_writes_one_json_per_part_and_the_combined_results(cpu_run):
+    out, results = cpu_run
+    for name in PART_FILES:
+        assert (out / f"{name}.json").is_file(), name
+    assert json.loads((out / "cifar10c.json").read_text()) == json.loads(json.dumps(results["cifar10c"]))
+    assert json.loads((out / "targets.json").read_text()) == results["targets"]
+    summary = (out / "summary.md").read_text()
+    assert "## Targets" in summary and "## Step time against SGD" in summary and "CIFAR-10-C" in summary
+    env = results["environment"]
+    assert env["device"] == "cpu" and env["gpu"] is None and env["torch"] == torch.__version__
+    assert {"cuda", "cudnn", "damp", "date", "git_commit"} <= set(env)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet50"])
+def test_step_times_cover_every_method_and_executor(cpu_run, model):
+    out, results = cpu_run
+    eager = results["step_time"][model]["eager"]
+    names = bench.variant_names() if model == "resnet18" else bench.variant_names(("split",))  # the CPU plan
+    assert set(eager["seconds_per_step"]) == set(names)
+    assert all(s > 0 for s in eager["seconds_per_step"].values())
+    assert set(eager["ratio_to_sgd"]) == set(names) - {"sgd"}
+    assert eager["auto_executor"] == "split" and eager["precision"] == "fp32"
+    assert eager["num_perturbations"] == 8
+    compiled = results["step_time"][model]["compiled"]
+    if model == "resnet50":  # the CPU plan compiles ResNet18 only
+        assert "skipped" in compiled
+        return
+    assert set(compiled["variants"]) == {"sgd", "damp_split"}
+    for name, row in compiled["variants"].items():  # measured, or a recorded failure / skip: never missing
+        assert "seconds_per_step" in row or "error" in row or "skipped" in row, (name, row)
+    assert "not attempted" in results["cuda_graphs"]
+    assert "not attempted" in json.loads((out / f"step_time_{model}.json").read_text())["cuda_graphs"]
+
+
+def test_throughput_corruptions_and_cifar10c(cpu_run):
+    _, results = cpu_run
+    rates = results["throughput"]["eager"]["images_per_s"]
+    assert set(rates) == {"16"} and set(rates["16"]) == {"sgd", "damp"}
+    cifar = results["corruptions"]["presets"]["cifar"]
+    assert set(cifar["corruptions"]) | set(cifar["unavailable"]) == set(corruptions.names())
+    assert all(row["images_per_s"] > 0 for row in cifar["corruptions"].values())
+    c10c = results["cifar10c"]
+    assert c10c["extrapolated"] and c10c["generation_s"] > 0 and c10c["inference_s"] > 0
+    assert set(c10c["corruptions"]) | set(c10c["unavailable"]) == set(corruptions.names())
+    assert set(c10c["cpu_fallbacks"]) == {"jpeg_compression"}
+
+
+def test_every_target_is_reported_and_does_not_apply_off_cuda(cpu_run):
+    _, results = cpu_run
+    expected = {f"{m}:{k}/sgd" for m in ("resnet18", "resnet50") for k in bench.RATIO_TARGETS}
+    expected |= {"resnet18:sgd_images_per_s", "cifar10c:generation_over_inference"}
+    assert set(results["targets"]) == expected
+    for row in results["targets"].values():
+        assert row["applies"] is False and isinstance(row["met"], bool) and row["value"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_exits_2_with_one_line(tmp_path):
+    proc = suite("--device", "cuda", "--out", str(tmp_path / "out"), timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no CUDA device" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_empty_out_is_refused_with_one_line(tmp_path):
+    (tmp_path / "old.json").write_text("{}")
+    proc = suite("--device", "cpu", "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
