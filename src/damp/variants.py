@@ -82,7 +82,7 @@ def evaluate_c_dir(model: nn.Module, c_dir: str, names: Sequence[str], severitie
         for severity in severities:
             if (Path(c_dir) / f"{name}.npy").is_file():
                 images, labels = read_array_c(c_dir, name, severity)
-                batches = _batches(images, labels, batch_size, device)
+                batches = tensor_batches(images, labels, batch_size, device)
             else:
                 samples, _ = read_folder_c(c_dir, name, severity, classes)
                 batches = folder_batches(samples, batch_size, device, size, transform)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -10,6 +10,8 @@ import torch
 from damp import seeding
 from damp.data.arrays import ArrayDataset
 from damp.data.augment import crop_flip
+from damp.data.folders import decodable
+from damp.data.imagenet import FolderDataset, FolderLoader, imagenet_samples
 from damp.data.resident import ResidentLoader
 
 # Per-channel normalisation (applied inside the model), as the official code (trungtrinh44/DAMP, datasets.py
@@ -80,46 +82,53 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
     """
     d = cfg.data
     if not need_train:
-        from dataclasses import replace
         d = replace(d, max_train_images=1)
     if d.batch_size % world_size:
         raise ValueError(f"data.batch_size: {d.batch_size} is not divisible by the {world_size} processes")
-    per_rank = d.batch_size // world_size
     augment = AUTO_AUGMENT[d.name] if d.augment == "auto" else d.augment
-    mean, std = VIT_STATS if vit else STATS[d.name]
+    shard = {"rank": rank, "world_size": world_size, "device": device}
     if d.name == "imagenet":
-        from damp.data.imagenet import FolderDataset, FolderLoader, imagenet_samples
+        return _folder_data(d, augment, cfg.seed, d.batch_size // world_size, vit, shard)
+    return _array_data(d, augment, cfg.seed, d.batch_size // world_size, vit, shard, need_train)
 
-        if d.root is None:
-            raise ValueError("data.root: imagenet needs a folder with train/ and val/ class folders")
-        if augment not in ("none", "inception", "inception_randaugment"):
-            raise ValueError(f"data.augment: {augment!r} does not apply to folder datasets")
-        train_samples, classes = imagenet_samples(d.root, "train")
-        if d.max_train_images:
-            train_samples = train_samples[:: max(1, len(train_samples) // d.max_train_images)][:d.max_train_images]
-        holdout_samples = []
-        if d.holdout > 0:
-            kept, held = holdout_split(len(train_samples), d.holdout, d.holdout_seed)
-            holdout_samples = [train_samples[i] for i in held.tolist()]
-            train_samples = [train_samples[i] for i in kept.tolist()]
-        val_samples, _ = imagenet_samples(d.root, "val", classes)
-        skipped = 0
-        if d.skip_bad_images:
-            from damp.data.folders import decodable
-            train_ok, val_ok = decodable(train_samples), decodable(val_samples)
-            skipped = len(train_samples) - len(train_ok) + len(val_samples) - len(val_ok)
-            train_samples, val_samples = train_ok, val_ok
-        area = (0.05, 1.0) if vit else (0.08, 1.0)  # ViT crops use area (0.05, 1) (official ViT loader)
-        train = FolderLoader(FolderDataset(train_samples, d.image_size, augment, cfg.seed, area), per_rank,
-                             shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size,
-                             num_workers=d.num_workers, device=device)
-        test = FolderLoader(FolderDataset(val_samples, d.image_size, "none"), d.eval_batch_size, shuffle=False,
-                            drop_last=False, num_workers=d.num_workers, device=device)
-        holdout = FolderLoader(FolderDataset(holdout_samples, d.image_size, "none"), d.eval_batch_size,
-                               shuffle=False, drop_last=False, num_workers=d.num_workers,
-                               device=device) if holdout_samples else None
-        return DataBundle(train, test, len(classes), 3, d.image_size, mean, std, None, classes, skipped, holdout)
 
+def _folder_data(d, augment: str, seed: int, per_rank: int, vit: bool, shard: dict) -> DataBundle:
+    """ImageNet-style class folders through PIL and a DataLoader."""
+    if d.root is None:
+        raise ValueError("data.root: imagenet needs a folder with train/ and val/ class folders")
+    if augment not in ("none", "inception", "inception_randaugment"):
+        raise ValueError(f"data.augment: {augment!r} does not apply to folder datasets")
+    train_samples, classes = imagenet_samples(d.root, "train")
+    if d.max_train_images:
+        train_samples = train_samples[:: max(1, len(train_samples) // d.max_train_images)][:d.max_train_images]
+    holdout_samples = []
+    if d.holdout > 0:
+        kept, held = holdout_split(len(train_samples), d.holdout, d.holdout_seed)
+        holdout_samples = [train_samples[i] for i in held.tolist()]
+        train_samples = [train_samples[i] for i in kept.tolist()]
+    val_samples, _ = imagenet_samples(d.root, "val", classes)
+    skipped = 0
+    if d.skip_bad_images:
+        train_ok, val_ok = decodable(train_samples), decodable(val_samples)
+        skipped = len(train_samples) - len(train_ok) + len(val_samples) - len(val_ok)
+        train_samples, val_samples = train_ok, val_ok
+    area = (0.05, 1.0) if vit else (0.08, 1.0)  # ViT crops use area (0.05, 1) (official ViT loader)
+    workers, device = d.num_workers, shard["device"]
+    train = FolderLoader(FolderDataset(train_samples, d.image_size, augment, seed, area), per_rank, shuffle=True,
+                         drop_last=True, seed=seed, num_workers=workers, **shard)
+
+    def evaluation(samples):
+        return FolderLoader(FolderDataset(samples, d.image_size, "none"), d.eval_batch_size, shuffle=False,
+                            drop_last=False, num_workers=workers, device=device)
+    mean, std = VIT_STATS if vit else STATS[d.name]
+    return DataBundle(train, evaluation(val_samples), len(classes), 3, d.image_size, mean, std, None, classes,
+                      skipped, evaluation(holdout_samples) if holdout_samples else None)
+
+
+def _array_data(d, augment: str, seed: int, per_rank: int, vit: bool, shard: dict, need_train: bool
+                ) -> DataBundle:
+    """Small datasets resident on the device, augmented in batches."""
+    device = shard["device"]
     data = load_arrays(d.name, d.root, d.max_train_images)
     holdout = None
     if d.holdout > 0:
@@ -132,11 +141,10 @@ def build_data(cfg, *, rank: int = 0, world_size: int = 1, device: torch.device 
     padding, flip = d.crop_padding, augment == "crop_flip"
     fn = None if augment == "none" else (lambda x, u: crop_flip(x, u, padding=padding, flip=flip))
     train = ResidentLoader(data.train_images, data.train_labels, per_rank, shuffle=True, drop_last=True, augment=fn,
-                           seed=cfg.seed, rank=rank, world_size=world_size, device=device)
+                           seed=seed, **shard)
     if len(train) == 0 and need_train:
         raise ValueError(f"data.batch_size: {d.batch_size} is larger than the {len(data.train_labels)} training images")
     test = ResidentLoader(data.test_images, data.test_labels, d.eval_batch_size, device=device)
-    if not vit:
-        mean, std = STATS[d.name]
+    mean, std = VIT_STATS if vit else STATS[d.name]
     return DataBundle(train, test, data.num_classes, data.in_channels, data.image_size, mean, std,
                       (data.test_images, data.test_labels), holdout=holdout)
