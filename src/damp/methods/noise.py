@@ -36,7 +36,8 @@ from damp.dist import unwrap
 from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, local_subbatches,
                                run_backward)
 from damp.methods.perturb import ParamSelector, snapshot, split_batch
-from damp.methods.subbatch import Perturbed, check_modes, plan, process_group, subbatch_forward
+from damp.methods.subbatch import Perturbed, check_modes, plan, subbatch_forward
+from damp.methods.sync_batchnorm import process_group
 
 
 def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator]) -> list[torch.Tensor]:

@@ -32,7 +32,8 @@ from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, 
                                run_backward)
 from damp.methods.perturb import (ParamSelector, frozen_batchnorm_stats, snapshot, split_batch,
                                   trainable_parameters)
-from damp.methods.subbatch import Perturbed, check_modes, plan, process_group, subbatch_forward
+from damp.methods.subbatch import Perturbed, check_modes, plan, subbatch_forward
+from damp.methods.sync_batchnorm import process_group
 
 # davda54/sam and the official ASAM code add this to the norm to avoid 0/0 at a stationary point.
 NORM_EPS = 1e-12

@@ -11,7 +11,8 @@ from torch import nn
 
 from damp.dist import unwrap
 from damp.methods.base import LossFn, Method, forward_loss, run_backward
-from damp.methods.subbatch import process_group, subbatch_forward
+from damp.methods.subbatch import subbatch_forward
+from damp.methods.sync_batchnorm import process_group
 
 
 class SGD(Method):

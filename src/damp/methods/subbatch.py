@@ -17,7 +17,8 @@ identity, so autograd accumulates sum_m dL/dw_m, the gradient *at* the perturbed
 chain-rule xi factor, as the paper's Algorithm 1 (line 9) and the official code take it.
 
 Under torch.distributed, BatchNorm statistics are all-reduced over the process group (autograd
-included), so N processes normalise over the global batch as one process would.
+included; methods/sync_batchnorm.py), so N processes normalise over the global batch as one
+process would. The split kernels for convolutions and linear layers are in methods/split_kernels.py.
 """
 
 from __future__ import annotations
@@ -31,15 +32,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from damp.methods.split_kernels import SplitConv, SplitLinear
+from damp.methods.sync_batchnorm import whole_batch_norm
+
 KERNELS = ("fused", "split")
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-
-
-def process_group() -> dist.ProcessGroup | None:
-    """The default group when several processes run, else None (nothing to synchronise)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.group.WORLD
-    return None
 
 
 def has_train_batchnorm(model: nn.Module) -> bool:
@@ -122,80 +119,6 @@ class Perturbed:
         return self.delta.shape
 
 
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a kernel on ``x`` computes in: the autocast dtype when autocast is on, else x's."""
-    kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-
-
-class _SplitConv(torch.autograd.Function):
-    """Conv of sub-batch k at ``weight + delta_w[k]`` (bias likewise), one summed weight gradient.
-
-    Autocast is applied by hand (inputs cast once, kernels run with autocast off), so the backward
-    runs in the same dtype as the forward.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, delta_w, delta_b, module):
-        m, dtype = delta_w.shape[0], _autocast_dtype(x)
-        ctx.module, ctx.m, ctx.x_dtype, ctx.has_bias = module, m, x.dtype, bias is not None
-        xc = x.to(dtype)
-        ctx.save_for_backward(xc, weight, delta_w)
-        with torch.autocast(x.device.type, enabled=False):
-            outs = [module._conv_forward(xk, (weight + delta_w[k]).to(dtype),
-                                         None if bias is None else (bias + (0 if delta_b is None else delta_b[k])
-                                                                    ).to(dtype))
-                    for k, xk in enumerate(xc.chunk(m))]
-        return torch.cat(outs)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, delta_w = ctx.saved_tensors
-        c = ctx.module
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
-        grad_x, grad_w = [], torch.zeros_like(weight) if mask[1] else None
-        for k, (xk, gk) in enumerate(zip(x.chunk(ctx.m), grad.to(x.dtype).chunk(ctx.m))):
-            gi, gw, _ = torch.ops.aten.convolution_backward(
-                gk.contiguous(), xk, (weight + delta_w[k]).to(x.dtype), None, c.stride, c.padding, c.dilation,
-                False, [0] * len(c.stride), c.groups, mask)
-            grad_x.append(gi)
-            if grad_w is not None:
-                grad_w.add_(gw.to(weight.dtype))
-        grad_b = grad.sum([0, *range(2, grad.dim())]).to(weight.dtype) \
-            if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return torch.cat(grad_x).to(ctx.x_dtype) if mask[0] else None, grad_w, grad_b, None, None, None
-
-
-class _SplitLinear(torch.autograd.Function):
-    """Linear map of sub-batch k at ``weight + delta_w[k]`` (bias likewise), one summed weight gradient."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, delta_w, delta_b):
-        m, dtype = delta_w.shape[0], _autocast_dtype(x)
-        ctx.m, ctx.x_dtype, ctx.has_bias = m, x.dtype, bias is not None
-        xc = x.to(dtype)
-        ctx.save_for_backward(xc, weight, delta_w)
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.cat([F.linear(xk, (weight + delta_w[k]).to(dtype),
-                                       None if bias is None else (bias + (0 if delta_b is None else delta_b[k])
-                                                                  ).to(dtype))
-                              for k, xk in enumerate(xc.chunk(m))])
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, delta_w = ctx.saved_tensors
-        grad = grad.to(x.dtype)
-        grad_x, grad_w = [], torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-        for k, (xk, gk) in enumerate(zip(x.chunk(ctx.m), grad.chunk(ctx.m))):
-            if ctx.needs_input_grad[0]:
-                grad_x.append(gk @ (weight + delta_w[k]).to(x.dtype))
-            if grad_w is not None:
-                grad_w.add_((gk.reshape(-1, gk.shape[-1]).T @ xk.reshape(-1, xk.shape[-1])).to(weight.dtype))
-        grad_b = grad.reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype) \
-            if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return torch.cat(grad_x).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None, grad_w, grad_b, None, None
-
-
 def _summed_only(module: nn.Module, copies: dict) -> bool:
     """Whether every copy of this module is a :class:`Perturbed` (gradient summed over sub-batches)."""
     return bool(copies) and all(isinstance(copies[n], Perturbed) for n in copies)
@@ -211,7 +134,7 @@ def _perturbed_args(module, copies):
 
 def _split_conv(module, copies, m, x):
     if _summed_only(module, copies) and module.padding_mode == "zeros" and not isinstance(module.padding, str):
-        return _SplitConv.apply(x, *_perturbed_args(module, copies), module)
+        return SplitConv.apply(x, *_perturbed_args(module, copies), module)
     outs = [module._conv_forward(xk, _get(module, copies, "weight", k), _get(module, copies, "bias", k))
             for k, xk in enumerate(x.chunk(m))]
     return torch.cat(outs)
@@ -237,7 +160,7 @@ def _fused_conv(module, copies, m, x):
 
 def _split_linear(module, copies, m, x):
     if _summed_only(module, copies):
-        return _SplitLinear.apply(x, *_perturbed_args(module, copies))
+        return SplitLinear.apply(x, *_perturbed_args(module, copies))
     return torch.cat([F.linear(xk, _get(module, copies, "weight", k), _get(module, copies, "bias", k))
                       for k, xk in enumerate(x.chunk(m))])
 
@@ -272,67 +195,6 @@ def _affine(normalized: torch.Tensor, module: nn.Module, copies: dict[str, torch
     else:
         out = grouped * scale if scale is not None else grouped + shift if shift is not None else grouped
     return out.reshape(normalized.shape)
-
-
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """Statistics of half-precision activations in float32; float64 stays float64."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the processes of ``group``; the gradient of a sum is the sum of the gradients."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-        ctx.group = group
-        out = tensor.clone()
-        dist.all_reduce(out, group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        out = grad.clone()
-        dist.all_reduce(out, group=ctx.group)
-        return out, None
-
-
-def _synced_batch_stats(x: torch.Tensor, group: dist.ProcessGroup) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel mean and biased variance over the batch of every process (differentiable).
-
-    Two passes (the mean, then the centred squares), which keeps float32 variances accurate.
-    """
-    dims = [0] + list(range(2, x.dim()))
-    view = [1, -1] + [1] * (x.dim() - 2)
-    xf = _at_least_float32(x)
-    count = x.numel() // x.shape[1] * dist.get_world_size(group)
-    mean = _AllReduceSum.apply(xf.sum(dims), group) / count
-    var = _AllReduceSum.apply((xf - mean.view(view)).square().sum(dims), group) / count
-    return mean, var, count
-
-
-def whole_batch_norm(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
-                     group: dist.ProcessGroup | None) -> torch.Tensor:
-    """BatchNorm without its affine part, over the whole batch (of every process in ``group``).
-
-    Running statistics are updated once, as ``nn.BatchNorm`` does (momentum, or the cumulative
-    average when momentum is None).
-    """
-    training = module.training or module.running_mean is None
-    factor = 0.0
-    if module.training and module.track_running_stats and module.num_batches_tracked is not None:
-        module.num_batches_tracked.add_(1)
-        factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
-    if group is None or not training:
-        track = not module.training or module.track_running_stats
-        return F.batch_norm(x, module.running_mean if track else None, module.running_var if track else None,
-                            None, None, training, factor, module.eps)
-    mean, var, count = _synced_batch_stats(x, group)
-    if module.training and module.track_running_stats:
-        with torch.no_grad():
-            module.running_mean.lerp_(mean.to(module.running_mean.dtype), factor)
-            module.running_var.lerp_((var * count / max(count - 1, 1)).to(module.running_var.dtype), factor)
-    view = [1, -1] + [1] * (x.dim() - 2)
-    return ((_at_least_float32(x) - mean.view(view)) * torch.rsqrt(var + module.eps).view(view)).to(x.dtype)
 
 
 def _batchnorm(module, copies, m, x, group):
