@@ -19,7 +19,8 @@ BatchNorm per sub-batch, so only for models without BatchNorm or with batchnorm=
 "auto" (default: fused on CUDA; on CPU split with BatchNorm, the loop without).
 
 Noise: sub-batch m of step t draws from a generator keyed by (seed, t, m), m its index in the global
-batch, so the noise does not depend on the number of processes (docs/fidelity.md, "Processes and randomness").
+batch, so the noise does not depend on the number of processes (docs/fidelity.md, "Processes and
+randomness").
 DDP: the per-layer executors all-reduce once; in the loop, the backward passes of all sub-batches
 but the last run under ``no_sync()``.
 """
