@@ -63,7 +63,8 @@ class MethodConfig:
     rho: float | None = None
     eta: float | None = None
     num_perturbations: int = 1  # M, counted over all processes as in the paper
-    executor: str = "auto"  # damp/daap/sam/asam: auto (fused on CUDA; CPU: split with BN, loop without), fused, split, loop
+    # damp/daap/sam/asam: auto (fused on CUDA; on CPU split with BatchNorm, loop without), fused, split, loop
+    executor: str = "auto"
     batchnorm: str = "whole"  # whole (the official synced BatchNorm) or ghost (per sub-batch; runs the loop)
 
 

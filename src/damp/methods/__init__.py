@@ -70,6 +70,6 @@ def build(name: str, **hparams: Any) -> Method:
     return cls(**hparams)
 
 
-__all__ = ["ALIASES", "ASAM", "DAAP", "DAMP", "METHODS", "Method", "NAMES", "OPTIONS", "canonical_name", "SAM", "SGD", "WeightNoise", "build",
-           "hyperparameter_names", "perturbed_parameters",
-           "required_hyperparameters"]
+__all__ = ["ALIASES", "ASAM", "build", "canonical_name", "DAAP", "DAMP", "hyperparameter_names", "Method",
+           "METHODS", "NAMES", "OPTIONS", "perturbed_parameters", "required_hyperparameters", "SAM", "SGD",
+           "WeightNoise"]

@@ -17,8 +17,9 @@ NamedParams = list[tuple[str, nn.Parameter]]
 ParamSelector = Callable[[nn.Module], NamedParams]
 
 # Modules whose `weight` is a kernel (conv / linear) or a scale (normalisation gamma). The official
-# DAMP code perturbs Flax leaves named `kernel` or `scale` (official code trungtrinh44/DAMP, `filter_fn`; docs/fidelity.md); these are
-# the PyTorch equivalents. Biases, norm shifts (beta), embeddings and position embeddings never are.
+# DAMP code perturbs Flax leaves named `kernel` or `scale` (trungtrinh44/DAMP, `filter_fn`;
+# docs/fidelity.md); these are the PyTorch equivalents. Biases, norm shifts (beta), embeddings
+# and position embeddings never are.
 _KERNEL_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.conv._ConvNd,  # Conv1d/2d/3d and the transposed variants
     nn.Linear,  # includes MultiheadAttention.out_proj

@@ -1,10 +1,10 @@
 """SAM (Foret et al. 2021) and ASAM (Kwon et al. 2021) as gradient estimators, with m-sharpness.
 
 Per step, for each of M equal sub-batches (the official DAMP code's "split batch to simulate
-m-sharpness", official code trungtrinh44/DAMP; paper §3): g = grad of the sub-batch loss at omega; eps = rho * T^2 g / ||T g||
-with the norm over *all* parameters (T = 1 for SAM; for ASAM T = |w| + eta on the selected kernels
-and norm scales, 1 elsewhere, as in the official ASAM code and DAMP's `build_ASAM_optimizer`); then
-accumulate grad L(omega + eps) / M. The weights are restored bit-exactly afterwards.
+m-sharpness", trungtrinh44/DAMP; paper §3): g = grad of the sub-batch loss at omega;
+eps = rho * T^2 g / ||T g|| with the norm over *all* parameters (T = 1 for SAM; for ASAM
+T = |w| + eta on the selected kernels and norm scales, 1 elsewhere, as in the official ASAM code
+and DAMP's `build_ASAM_optimizer`); then accumulate grad L(omega + eps) / M. The weights are restored bit-exactly afterwards.
 
 BatchNorm (``batchnorm=``): "whole" (default) normalises over the whole batch of every process, as
 the official CIFAR SAM/ASAM configs do: both passes run every parameter as M per-sub-batch copies
@@ -15,9 +15,9 @@ With rho = 0 the whole-batch gradient is exactly SGD's. Running statistics come 
 (unperturbed) pass only; the second pass saves and restores them (davda54/sam#17).
 
 DDP: the ascent gradient is each process's own (``torch.autograd.grad`` under ``no_sync``, so it
-neither syncs nor touches ``.grad``); the descent backward all-reduces once. AMP: the ascent direction is invariant to the loss scale,
-so scaled gradients are used as they are; a non-finite ascent gradient propagates into the second
-gradient, which GradScaler then skips.
+neither syncs nor touches ``.grad``); the descent backward all-reduces once. AMP: the ascent
+direction is invariant to the loss scale, so scaled gradients are used as they are; a non-finite
+ascent gradient propagates into the second gradient, which GradScaler then skips.
 """
 
 from __future__ import annotations
