@@ -4,7 +4,8 @@ Per step, for each of M equal sub-batches (the official DAMP code's "split batch
 m-sharpness", trungtrinh44/DAMP; paper §3): g = grad of the sub-batch loss at omega;
 eps = rho * T^2 g / ||T g|| with the norm over *all* parameters (T = 1 for SAM; for ASAM
 T = |w| + eta on the selected kernels and norm scales, 1 elsewhere, as in the official ASAM code
-and DAMP's `build_ASAM_optimizer`); then accumulate grad L(omega + eps) / M. The weights are restored bit-exactly afterwards.
+and DAMP's `build_ASAM_optimizer`); then accumulate grad L(omega + eps) / M. The weights are
+restored bit-exactly afterwards.
 
 BatchNorm (``batchnorm=``): "whole" (default) normalises over the whole batch of every process, as
 the official CIFAR SAM/ASAM configs do: both passes run every parameter as M per-sub-batch copies
