@@ -79,11 +79,13 @@ def test_paper_config_runs_a_step_on_fixture_data(path, tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
 
 
-def interrupt_after(monkeypatch, calls: int) -> None:
-    """Make the DAMP backward raise on call ``calls + 1``, as if the process were killed there."""
+def interrupt_after(monkeypatch, calls: int, cls: type | None = None) -> None:
+    """Make ``cls.backward`` (default: DAMP/DAAP's) raise on call ``calls + 1``, as if the process
+    were killed there."""
     from damp.methods.noise import WeightNoise
 
-    original, seen = WeightNoise.backward, {"n": 0}
+    cls = cls or WeightNoise
+    original, seen = cls.backward, {"n": 0}
 
     def dying(self, *args, **kwargs):
         seen["n"] += 1
@@ -91,7 +93,7 @@ def interrupt_after(monkeypatch, calls: int) -> None:
             raise KeyboardInterrupt("killed")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(WeightNoise, "backward", dying)
+    monkeypatch.setattr(cls, "backward", dying)
 
 
 def test_resume_is_bit_identical(tmp_path, monkeypatch):

@@ -53,11 +53,6 @@ def evaluate(model: nn.Module, bundle, cfg, *, variants: dict[str, str] | None =
     return results
 
 
-def evaluate_run(model: nn.Module, bundle, cfg) -> dict:
-    """:func:`evaluate` as the trainer calls it at the end of a run."""
-    return evaluate(model, bundle, cfg)
-
-
 def evaluate_clean(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
                    ) -> dict[str, float]:
     """Metrics on clean images (uint8 or float [0, 1], (N, C, H, W)) on the model's device."""

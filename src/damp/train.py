@@ -29,8 +29,8 @@ from damp.config import RunConfig, dump_config, method_arguments, to_dict
 from damp.corruptions import corrupt_half
 from damp.data.augment import mixup_fixed
 from damp.data.build import DataBundle, build_data
-from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown, unwrap
-from damp.evaluate import check_evaluation_inputs, evaluate_run
+from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
+from damp.evaluate import check_evaluation_inputs, evaluate
 from damp.metrics import classification_metrics
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
@@ -268,7 +268,7 @@ def evaluate_and_write(run: Run) -> dict:
     if not is_main():
         return {}
     # Evaluation runs in float32 whatever the training precision.
-    results = evaluate_run(unwrap(run.model).float(), run.bundle, run.cfg)
+    results = evaluate(run.model.float(), run.bundle, run.cfg)
     if run.bundle.holdout is not None:  # the tuning split, next to the test metrics (paper §4: 10 % hold-out)
         results["holdout"] = classification_metrics(*predict(run.model, run.bundle.holdout))
     results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,

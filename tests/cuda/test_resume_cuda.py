@@ -17,7 +17,7 @@ from damp.config import load_config
 from damp.methods import SAM
 from damp.methods.noise import WeightNoise
 from damp.train import train
-from tests.test_train import METHODS, QUICK
+from tests.test_train import METHODS, QUICK, interrupt_after
 
 pytestmark = pytest.mark.cuda
 
@@ -28,25 +28,12 @@ BASE = [o for o in QUICK if not o.startswith("trainer.device")] + [
 KILLABLE = {"damp": WeightNoise, "sam": SAM}
 
 
-def interrupt_after(monkeypatch: pytest.MonkeyPatch, cls: type, calls: int) -> None:
-    """Make ``cls.backward`` raise on call ``calls + 1``, as if the process were killed there."""
-    original, seen = cls.backward, {"n": 0}
-
-    def dying(self, *args, **kwargs):
-        seen["n"] += 1
-        if seen["n"] > calls:
-            raise KeyboardInterrupt("killed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, "backward", dying)
-
-
 def full_and_resumed(tmp_path, monkeypatch, method: str, extra: list[str]) -> tuple[dict, dict]:
     """Results and final checkpoints of an uninterrupted run and of a killed-then-resumed one."""
     overrides = BASE + METHODS[method] + extra
     full = train(load_config(None, overrides), tmp_path / "full")
     with monkeypatch.context() as patch:
-        interrupt_after(patch, KILLABLE[method], KILLED_AFTER)
+        interrupt_after(patch, KILLED_AFTER, KILLABLE[method])
         with pytest.raises(KeyboardInterrupt):
             train(load_config(None, overrides), tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 6

@@ -108,12 +108,12 @@ class ResidentLoader:
     def iter_from(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate this epoch's batches from ``start_batch`` on (for mid-epoch resume)."""
         order = self.indices()
+        base = seeding.derive_seed(self.seed, seeding.AUGMENT, self.epoch)  # the epoch's augmentation key
         for b in range(start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.images[idx]
             x = to_unit_float(x)
             if self.augment is not None:
-                base = seeding.derive_seed(self.seed, seeding.AUGMENT, self.epoch)
                 x = self.augment(x, seeding.keyed_uniform(base, idx, AUGMENT_DRAWS))
             yield x, self.labels[idx]
 
