@@ -142,10 +142,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from damp.dist import is_main
     from damp.log import progress_bar
-    from damp.sweep import parse_grid, plan_runs, run_sweep
+    from damp.sweep import count_runs, parse_grid, run_sweep
 
-    grid = parse_grid(args.grid)
-    bar = progress_bar(len(plan_runs(grid, args.seeds)), "sweep", not args.quiet and is_main())
+    grid = parse_grid(args.grid or [])
+    total = count_runs(args.config, grid, args.seeds, args.final_seeds, args.set or [])
+    bar = progress_bar(total, "sweep", not args.quiet and is_main())
 
     def finished(run, results) -> None:
         bar.update()
@@ -154,7 +155,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     with bar:
         summary = run_sweep(args.config, grid, args.seeds, args.out, sets=args.set or [], resume=args.resume,
-                            on_run=finished)
+                            final_seeds=args.final_seeds, on_run=finished)
     if is_main():
         for method, chosen in summary["selection"].items():
             print(f"selected for {method}: {chosen['label']} (hold-out error {chosen['holdout_error']:.2f}%)")
@@ -193,10 +194,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from damp.report import comparison_table, group, load_run, write_report
+    from damp.report import comparison_table, group, write_report
 
-    path = write_report(args.runs, args.out, baseline=args.baseline)
-    print(comparison_table(group([load_run(r) for r in args.runs])))
+    if args.claims:
+        from damp.evidence import write_results
+
+        path = write_results(args.runs, args.out, title=args.title or "damp results",
+                             command=args.regenerate_command or "damp report " + " ".join(args.runs) + " --claims")
+        print(f"wrote {path}")
+        return 0
+    from damp.evidence import load_inputs
+
+    runs = load_inputs(args.runs).selected  # a sweep directory stands for its selected points
+    path = write_report([r.path for r in runs], args.out, baseline=args.baseline, title=args.title or "damp report")
+    print(comparison_table(group(runs)))
     print(f"\nwrote {path}")
     return 0
 
@@ -256,9 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable; selects each method's best grid point "
                                       "on the hold-out split")
     sw.add_argument("--config", help="YAML preset every run starts from")
-    sw.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
-                    help="a grid axis, e.g. --grid method.std=0.1,0.2 (repeatable: the grid is their product)")
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                    help="a grid axis, e.g. --grid method.std=0.1,0.2 (repeatable: the grid is their product; "
+                         "none: one point, the config itself)")
     sw.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..N-1 per grid point (default: 1)")
+    sw.add_argument("--final-seeds", type=_positive_int, default=0, metavar="N",
+                    help="then run each method's selected point up to N seeds (the paper: tune, then report "
+                         "several seeds); default: no extra seeds")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run (repeatable); "
                     "set data.holdout (e.g. 0.1) so the selection has a hold-out error")
     sw.add_argument("--out", required=True, help="sweep directory: one run directory per run, summary.md/.json")
@@ -289,9 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     rep = sub.add_parser("report", help="compare runs: Markdown table, error-vs-severity curves, heatmaps")
-    rep.add_argument("runs", nargs="+", help="run directories (results.json or evaluation.json)")
-    rep.add_argument("--out", required=True, help="output directory for report.md and the PNG figures")
+    rep.add_argument("runs", nargs="+", help="run directories (results.json or evaluation.json) and/or `damp sweep` "
+                     "directories (each stands for its selected points, all seeds)")
+    rep.add_argument("--out", required=True, help="output directory for report.md (RESULTS.md with --claims) and "
+                     "the PNG figures")
     rep.add_argument("--baseline", help="run label the heatmap divides by (default: sgd)")
+    rep.add_argument("--claims", action="store_true", help="write RESULTS.md: tables, figures, wall-clock, the "
+                     "tuning grid and one paragraph per paper claim with its verdict")
+    rep.add_argument("--title", help="the report's title")
+    rep.add_argument("--command", dest="regenerate_command", help="the command that regenerates the report, named in RESULTS.md")
     rep.set_defaults(func=cmd_report)
 
     be = sub.add_parser("bench", help="measure step-time ratios vs SGD, trainer overhead, corruption and "

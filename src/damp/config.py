@@ -43,6 +43,7 @@ class DataConfig:
     num_workers: int = 4  # folder datasets only
     image_size: int = 224  # folder datasets only
     max_train_images: int = 0  # use only the first N training images (0 = all); for smoke runs
+    max_test_images: int = 0  # evaluate on the first N test images (0 = all); on-the-fly corruptions only
     skip_bad_images: bool = False  # folder datasets: drop undecodable images (counted) instead of failing
     frost_dir: str | None = None
     holdout: float = 0.0  # fraction of the training set held out for tuning (paper: 0.1); 0 = none
@@ -308,9 +309,13 @@ def validate(cfg: RunConfig) -> None:
     for key, value in (("trainer.max_steps", t.max_steps), ("data.num_workers", d.num_workers),
                        ("data.crop_padding", d.crop_padding), ("optim.weight_decay", o.weight_decay),
                        ("optim.clip_norm", o.clip_norm), ("optim.momentum", o.momentum),
-                       ("data.max_train_images", d.max_train_images), ("optim.warmup_epochs", o.warmup_epochs),
+                       ("data.max_train_images", d.max_train_images),
+                       ("data.max_test_images", d.max_test_images), ("optim.warmup_epochs", o.warmup_epochs),
                        ("optim.warmup_steps", o.warmup_steps), ("seed", cfg.seed)):
         _positive(key, value, allow_zero=True)
+    if d.max_test_images and e.c_dir is not None:
+        raise ConfigError("data.max_test_images: the released -C files (eval.c_dir) hold the whole test set; "
+                          "set it to 0")
     if not 0 <= d.holdout < 1:
         raise ConfigError(f"data.holdout: must be in [0, 1), got {d.holdout!r}")
     if e.every_epochs < 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -25,6 +25,7 @@ class Run:
     seed: int
     results: dict
     dataset: str | None = None  # data.name of the run's config (or results meta)
+    config: dict = field(default_factory=dict)  # the run's config.yaml ({} when absent)
 
 
 def paper_average_columns(dataset: str | None) -> list[str]:
@@ -70,7 +71,7 @@ def load_run(path: str | Path) -> Run:
         raise ValueError(f"{results_file}: not a damp results file (no clean error)")
     meta = results.get("meta") if isinstance(results.get("meta"), dict) else {}
     dataset = (cfg.get("data") or {}).get("name") or meta.get("dataset")
-    return Run(path, run_label(cfg), int(cfg.get("seed") or 0), results, dataset)
+    return Run(path, run_label(cfg), int(cfg.get("seed") or 0), results, dataset, cfg)
 
 
 def group(runs: list[Run]) -> dict[str, list[Run]]:

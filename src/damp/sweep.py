@@ -64,35 +64,59 @@ def plan_runs(grid: dict[str, list[str]], seeds: int) -> list[SweepRun]:
 
 
 def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: str | Path, *,
-              sets: list[str] = (), resume: bool = False, on_run: Callable[[SweepRun, dict], None] | None = None
-              ) -> dict:
+              sets: list[str] = (), resume: bool = False, final_seeds: int = 0,
+              on_run: Callable[[SweepRun, dict], None] | None = None) -> dict:
     """Run (or finish) the sweep and write ``summary.json`` and ``summary.md`` at the top of ``out``.
 
-    Every run's config is built and validated before the first one trains. ``on_run(run, results)``
-    is called after each finished run (also for runs a resumed sweep skips).
+    Tuning: every grid point runs with seeds 0..seeds-1. With ``final_seeds`` > ``seeds`` the point
+    selected for each method (lowest mean hold-out error) then also runs seeds seeds..final_seeds-1,
+    so the reported point has ``final_seeds`` seeds and the others are not trained again.
+    Every tuning run's config is built and validated before the first one trains. ``on_run(run,
+    results)`` is called after each finished run (also for runs a resumed sweep skips).
     """
     out = Path(out)
-    spec = {"config": config, "grid": grid, "seeds": seeds, "set": list(sets)}
+    spec = {"config": config, "grid": grid, "seeds": seeds, "set": list(sets), "final_seeds": final_seeds}
     _check_out(out, spec, resume)
     runs = plan_runs(grid, seeds)
     configs = {run: load_config(config, [*sets, *run.overrides()]) for run in runs}
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
-    results = {}
-    for run in runs:
-        directory = out / run.name
-        done = directory / "results.json"
-        if done.is_file():
-            results[run] = json.loads(done.read_text())
-        else:
-            started = directory.is_dir() and any(directory.iterdir())
-            results[run] = train(configs[run], directory, resume=started)
-        if on_run is not None:
-            on_run(run, results[run])
-    summary = summarize_sweep(runs, results, configs, grid)
+    results = {run: _run_once(run, configs[run], out, on_run) for run in runs}
+    selection = select_points(summarize_points(runs, results, configs))
+    extra = [SweepRun(tuple(chosen["point"].items()), seed)
+             for chosen in selection.values() for seed in range(seeds, final_seeds)]
+    for run in extra:
+        configs[run] = load_config(config, [*sets, *run.overrides()])
+        results[run] = _run_once(run, configs[run], out, on_run)
+    summary = {"grid": grid, "points": summarize_points(runs + extra, results, configs), "selection": selection,
+               "protocol": "best grid point per method by the mean hold-out error (data.holdout) over seeds "
+                           f"0..{seeds - 1}" + (f"; the selected point then runs seeds up to {final_seeds - 1}"
+                                               if final_seeds > seeds else "")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary))
     return summary
+
+
+def count_runs(config: str | None, grid: dict[str, list[str]], seeds: int, final_seeds: int = 0,
+               sets: list[str] = ()) -> int:
+    """How many runs :func:`run_sweep` trains: the grid x seeds, plus the final seeds of each method."""
+    runs = plan_runs(grid, seeds)
+    method_names = {load_config(config, [*sets, *run.overrides()]).method.name for run in runs}
+    return len(runs) + max(final_seeds - seeds, 0) * len(method_names)
+
+
+def _run_once(run: SweepRun, cfg, out: Path, on_run) -> dict:
+    """Train one run, or read its results if it finished before (resume of an unfinished one)."""
+    directory = out / run.name
+    done = directory / "results.json"
+    if done.is_file():
+        results = json.loads(done.read_text())
+    else:
+        started = directory.is_dir() and any(directory.iterdir())
+        results = train(cfg, directory, resume=started)
+    if on_run is not None:
+        on_run(run, results)
+    return results
 
 
 def _check_out(out: Path, spec: dict, resume: bool) -> None:
@@ -105,36 +129,40 @@ def _check_out(out: Path, spec: dict, resume: bool) -> None:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue the sweep or choose another --out")
 
 
-def summarize_sweep(runs: list[SweepRun], results: dict, configs: dict, grid: dict) -> dict:
-    """Per grid point: mean and std over seeds of the hold-out, clean and corruption errors; per
-    method: the point with the lowest mean hold-out error."""
+def summarize_points(runs: list[SweepRun], results: dict, configs: dict) -> list[dict]:
+    """Per grid point: its method and label, and the mean and std over seeds of the hold-out, clean and
+    corruption errors."""
     points: dict = {}
     for run in runs:
-        label = run_label(to_dict(configs[run]))
-        entry = points.setdefault(run.point, {"point": dict(run.point), "label": label, "runs": []})
+        cfg = configs[run]
+        entry = points.setdefault(run.point, {"point": dict(run.point), "label": run_label(to_dict(cfg)),
+                                              "method": cfg.method.name, "runs": []})
         entry["runs"].append({"seed": run.seed, "dir": run.name, **_headline(results[run])})
-    rows = [dict(entry, **_spread(entry["runs"])) for entry in points.values()]
-    selection = {}
+    return [dict(entry, **_spread(entry["runs"])) for entry in points.values()]
+
+
+def select_points(rows: list[dict]) -> dict[str, dict]:
+    """{method: the row with the lowest mean hold-out error} (rows without a hold-out error are skipped)."""
+    selection: dict[str, dict] = {}
     for row in rows:
-        method = configs[next(r for r in runs if dict(r.point) == row["point"])].method.name
-        row["method"] = method
-        best = selection.get(method)
+        best = selection.get(row["method"])
         if row.get("holdout_error") is not None and (best is None or row["holdout_error"] < best["holdout_error"]):
-            selection[method] = {"point": row["point"], "label": row["label"], "holdout_error": row["holdout_error"]}
-    return {"grid": grid, "points": rows, "selection": selection,
-            "protocol": "best grid point per method by the mean hold-out error (data.holdout) over seeds"}
+            selection[row["method"]] = {"point": row["point"], "label": row["label"],
+                                        "holdout_error": row["holdout_error"]}
+    return selection
 
 
 def _headline(results: dict) -> dict:
     summary = results.get("summary") or {}
     return {"holdout_error": (results.get("holdout") or {}).get("error"),
             "clean_error": (results.get("clean") or {}).get("error"),
-            "corruption_error": summary.get("mean_corruption_error")}
+            "corruption_error": summary.get("mean_corruption_error"),
+            "train_seconds": (results.get("meta") or {}).get("train_seconds")}
 
 
 def _spread(runs: list[dict]) -> dict:
     out = {}
-    for key in ("holdout_error", "clean_error", "corruption_error"):
+    for key in ("holdout_error", "clean_error", "corruption_error", "train_seconds"):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = statistics.fmean(values) if values else None
         out[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
@@ -146,14 +174,16 @@ def summary_markdown(summary: dict) -> str:
     def cell(row: dict, key: str) -> str:
         return "n/a" if row.get(key) is None else f"{row[key]:.2f} ± {row[key + '_std']:.2f}"
 
-    lines = ["# Sweep", "", "Grid: " + "; ".join(f"`{k}` ∈ {{{', '.join(v)}}}" for k, v in summary["grid"].items()),
+    axes = "; ".join(f"`{k}` ∈ {{{', '.join(v)}}}" for k, v in summary["grid"].items())
+    lines = ["# Sweep", "", "Grid: " + (axes or "none (one point)"),
              "", f"Selection: {summary['protocol']}.", "",
-             "| run | grid values | seeds | hold-out error % | clean error % | mean corruption error % | selected |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | grid values | seeds | hold-out error % | clean error % | mean corruption error % "
+             "| train time s | selected |", "|---|---|---|---|---|---|---|---|"]
     chosen = {tuple(sorted(s["point"].items())) for s in summary["selection"].values()}
     for row in summary["points"]:
         mark = "yes" if tuple(sorted(row["point"].items())) in chosen else ""
         values = ", ".join(f"{k}={v}" for k, v in row["point"].items())
         lines.append(f"| {row['label']} | {values} | {len(row['runs'])} | {cell(row, 'holdout_error')} | "
-                     f"{cell(row, 'clean_error')} | {cell(row, 'corruption_error')} | {mark} |")
+                     f"{cell(row, 'clean_error')} | {cell(row, 'corruption_error')} | {cell(row, 'train_seconds')} "
+                     f"| {mark} |")
     return "\n".join(lines) + "\n"

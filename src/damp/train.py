@@ -14,6 +14,7 @@ per rank), so a run killed at any step and resumed ends bit-identical to an unin
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class Run:
     net: nn.Module | None = None  # what the step calls: the model, DDP-wrapped and/or compiled
     step: int = 0
     running: dict = field(default_factory=lambda: {"loss_sum": 0.0})  # partial interval sum, checkpointed
+    train_seconds: float = 0.0  # wall-clock of the step loop, summed over resumed sessions (checkpointed)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -163,6 +165,7 @@ def restore(run: Run, state: dict | None) -> None:
         if run.device.type == "cuda" and run.rank < len(cuda_rng):
             torch.cuda.set_rng_state(cuda_rng[run.rank], run.device)
         run.step, run.running = int(state["step"]), dict(state["running"])
+        run.train_seconds = float(state.get("train_seconds", 0.0))
     run.net = run.model
     if run.world > 1:
         ids = [run.device.index] if run.device.type == "cuda" else None
@@ -176,6 +179,7 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
     t = run.cfg.trainer
     tracker = LossTracker(run.device)
     run.model.train()
+    session_start, before = time.perf_counter(), run.train_seconds
     while run.step < run.total:
         epoch, start_batch = divmod(run.step, run.steps_per_epoch)
         run.bundle.train.set_epoch(epoch)
@@ -192,7 +196,8 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
                 outputs.log(_metrics_row(run, epoch))
             if _at_validation(run):  # before the checkpoint, so a resume never skips a validation row
                 outputs.validation(validate(run))
-            if at_checkpoint:
+            if at_checkpoint:  # the clock is read after the interval's host sync, so it is not ahead of the device
+                run.train_seconds = before + time.perf_counter() - session_start
                 outputs.checkpoint(lambda: checkpoint_payload(run))
             if run.step >= run.total:
                 break
@@ -260,6 +265,7 @@ def checkpoint_payload(run: Run) -> dict:
             "cuda_rng": all_gather_objects(torch.cuda.get_rng_state(run.device))
             if run.device.type == "cuda" else [],
             "step": run.step, "epoch": run.step // run.steps_per_epoch, "running": run.running,
+            "train_seconds": run.train_seconds,
             "config": to_dict(run.cfg), "damp_version": __version__}
 
 
@@ -272,7 +278,8 @@ def evaluate_and_write(run: Run) -> dict:
     if run.bundle.holdout is not None:  # the tuning split, next to the test metrics (paper §4: 10 % hold-out)
         results["holdout"] = classification_metrics(*predict(run.model, run.bundle.holdout))
     results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,
-                            "world_size": run.world, "damp_version": __version__,
+                            "world_size": run.world, "train_seconds": round(run.train_seconds, 2),
+                            "damp_version": __version__,
                             "skipped_images": run.bundle.skipped_images})
     (run.out / "results.json").write_text(json.dumps(results, indent=2))
     return results

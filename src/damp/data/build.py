@@ -48,18 +48,21 @@ class DataBundle:
     holdout: Any = None  # loader over the held-out training images (data.holdout), else None
 
 
-def load_arrays(name: str, root: str | None, max_train_images: int = 0) -> ArrayDataset:
+def load_arrays(name: str, root: str | None, max_train_images: int = 0, max_test_images: int = 0) -> ArrayDataset:
+    """The dataset as resident arrays; the first ``max_*_images`` of a split when nonzero."""
     from damp.data import load_array_dataset
 
     if name == "tiny_imagenet":
         from damp.data.tiny_imagenet import load_tiny_imagenet
         if root is None:
             raise ValueError("data.root: tiny_imagenet needs the extracted tiny-imagenet-200 folder")
-        return load_tiny_imagenet(root, max_train_images)
-    data = load_array_dataset(name, root)
-    if max_train_images:
-        data = ArrayDataset(data.name, data.train_images[:max_train_images], data.train_labels[:max_train_images],
-                            data.test_images, data.test_labels, data.num_classes)
+        data = load_tiny_imagenet(root, max_train_images)
+    else:
+        data = load_array_dataset(name, root)
+    train, test = (max_train_images or None), (max_test_images or None)
+    if train or test:
+        data = ArrayDataset(data.name, data.train_images[:train], data.train_labels[:train],
+                            data.test_images[:test], data.test_labels[:test], data.num_classes)
     return data
 
 
@@ -107,6 +110,8 @@ def _folder_data(d, augment: str, seed: int, per_rank: int, vit: bool, shard: di
         holdout_samples = [train_samples[i] for i in held.tolist()]
         train_samples = [train_samples[i] for i in kept.tolist()]
     val_samples, _ = imagenet_samples(d.root, "val", classes)
+    if d.max_test_images:
+        val_samples = val_samples[:: max(1, len(val_samples) // d.max_test_images)][:d.max_test_images]
     skipped = 0
     if d.skip_bad_images:
         train_ok, val_ok = decodable(train_samples), decodable(val_samples)
@@ -129,7 +134,7 @@ def _array_data(d, augment: str, seed: int, per_rank: int, vit: bool, shard: dic
                 ) -> DataBundle:
     """Small datasets resident on the device, augmented in batches."""
     device = shard["device"]
-    data = load_arrays(d.name, d.root, d.max_train_images)
+    data = load_arrays(d.name, d.root, d.max_train_images, d.max_test_images)
     holdout = None
     if d.holdout > 0:
         kept, held = holdout_split(len(data.train_labels), d.holdout, d.holdout_seed)

@@ -1,0 +1,114 @@
+"""RESULTS.md (`damp report --claims`) from synthetic sweeps: selected points vs tuning points, the
+wall-clock table, and verdicts that follow the measured numbers in both directions."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from damp.cli import main
+from damp.corruptions import names
+from damp.evidence import load_inputs
+
+
+def _run(path: Path, cfg: dict, clean: float, corrupted: float, seconds: float, single: str | None = None) -> None:
+    """A finished run: error ``corrupted + s`` at severity s (``single`` gets half of it)."""
+    path.mkdir(parents=True)
+    per = {n: {str(s): {"error": (corrupted + s) / (2 if n == single else 1)} for s in range(1, 6)}
+           for n in names("all")}
+    severity = {str(s): sum(p[str(s)]["error"] for p in per.values()) / len(per) for s in range(1, 6)}
+    results = {"clean": {"error": clean}, "corruptions": per, "holdout": {"error": clean},
+               "summary": {"mean_corruption_error": sum(severity.values()) / 5, "severity_error": severity},
+               "meta": {"train_seconds": seconds, "dataset": "fashion_mnist"}}
+    (path / "results.json").write_text(json.dumps(results))
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def _sweep(root: Path, method: str, key: str | None, points: dict, clean, corrupted, seconds, single=None) -> Path:
+    """A finished `damp sweep` directory: ``points`` maps a grid value (or None) to its number of seeds; the
+    point with the most seeds is the selected one."""
+    out = root / method
+    rows, chosen = [], max(points, key=points.get)
+    for value, seeds in points.items():
+        runs = []
+        for seed in range(seeds):
+            name = (f"{key.split('.')[-1]}={value}__" if key else "") + f"seed={seed}"
+            m = {"name": method.split("_")[0], "num_perturbations": 8}
+            if key:
+                m[key.split(".")[-1]] = value
+            data = {"name": "fashion_mnist", "train_corruption": single, "holdout": 0.1}
+            _run(out / name, {"data": data, "model": {"name": "small_cnn", "width": 16,
+                              "dropout": 0.1 if method == "dropout" else 0.0},
+                              "method": m, "trainer": {"epochs": 5}, "seed": seed},
+                 clean + seed * 0.1, corrupted + seed * 0.1 + (0 if value == chosen else 5), seconds, single)
+            runs.append({"seed": seed, "dir": name})
+        point = {key: str(value)} if key else {}
+        rows.append({"point": point, "label": method, "method": method.split("_")[0], "runs": runs,
+                     "holdout_error": clean + (0 if value == chosen else 1)})
+    (out / "sweep.yaml").write_text("config: x\n")
+    selection = {method: {"point": {key: str(chosen)} if key else {}, "label": method, "holdout_error": clean}}
+    (out / "summary.json").write_text(json.dumps({"grid": {}, "points": rows, "selection": selection}))
+    return out
+
+
+def _suite(root: Path, damp_corrupted: float) -> list[str]:
+    return [str(p) for p in (
+        _sweep(root, "sgd", None, {None: 3}, 10.0, 30.0, 100.0),
+        _sweep(root, "dropout", None, {None: 3}, 10.0, 29.5, 100.0),
+        _sweep(root, "damp", "method.std", {0.1: 3, 0.3: 1}, 10.1, damp_corrupted, 110.0),
+        _sweep(root, "daap", "method.std", {0.01: 3, 0.04: 1}, 10.0, 29.8, 110.0),
+        _sweep(root, "sam", "method.rho", {0.05: 3}, 10.0, 28.0, 230.0),
+        _sweep(root, "asam", "method.rho", {1.0: 3}, 9.9, 27.0, 240.0),
+        _sweep(root, "sgd_zoom", None, {None: 3}, 12.0, 30.0, 105.0, single="zoom_blur"))]
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(f"### {heading}")[1].split("###")[0]
+
+
+def test_sweeps_stand_for_their_selected_points(tmp_path):
+    inputs = load_inputs(_suite(tmp_path, 25.0))
+    damp = [r for r in inputs.selected if r.label.startswith("damp")]
+    assert len(damp) == 3 and {r.label for r in damp} == {"damp σ=0.1"}
+    assert [r.label for r in inputs.tuning] == ["damp σ=0.3", "daap σ=0.04"]
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "sweep.yaml").write_text("config: x\n")
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        load_inputs([unfinished])
+
+
+@pytest.mark.parametrize("damp_corrupted,verdict", [(25.0, "Reproduced"), (35.0, "Not reproduced")])
+def test_results_md_verdicts_follow_the_numbers(tmp_path, damp_corrupted, verdict):
+    out = tmp_path / "results"
+    assert main(["report", *_suite(tmp_path / "suite", damp_corrupted), "--out", str(out), "--claims",
+                 "--title", "T", "--command", "bash suite.sh"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert text.startswith("# T") and "`bash suite.sh`" in text
+    for figure in ("severity_curves.png", "heatmap.png", "damp_vs_daap.png"):
+        assert (out / figure).is_file() and figure in text
+    claim1 = _section(text, "DAMP vs SGD per severity (claim 1)")
+    assert claim1.strip().startswith(f"**{verdict}.**")
+    # clean 10.1 vs 10.0 (+ seed offsets) is a ratio of 1.01: about equal
+    assert re.search(r"clean-error ratio of 1\.01\d", claim1)
+    assert "| 3 | 33.10 ± 0.10 |" in claim1  # SGD at severity 3, mean ± std over 3 seeds
+    # Wall-clock: the mean of the seeds, and the ratio to SGD's time
+    assert "| sam ρ=0.05 | 230.00 ± 0.00 | 2.30 |" in text
+    cost = _section(text, "DAMP vs SAM/ASAM per unit of training time (claims 4, 5)")
+    assert "1.10× and 2.30× SGD's training time" in cost
+    breadth = _section(text, "Single-corruption training vs DAMP in breadth (claim 2)")
+    assert "sgd + zoom_blur: below 1 on 1 of 19 corruptions" in breadth
+    tuning = text.split("## Tuning on the hold-out split")[1]
+    assert "| damp | method.std=0.3 | 1 | 11.10 |  |" in tuning and "| damp | method.std=0.1 | 3 | 10.10 | yes |" in tuning
+
+
+def test_missing_arms_are_named_not_assessed(tmp_path):
+    paths = _suite(tmp_path / "suite", 25.0)
+    kept = [p for p in paths if Path(p).name in ("sgd", "damp")]
+    assert main(["report", *kept, "--out", str(tmp_path / "r"), "--claims"]) == 0
+    text = (tmp_path / "r" / "RESULTS.md").read_text()
+    assert "Not assessed: no daap runs." in text and "Not assessed: no sam runs." in text
