@@ -170,6 +170,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from damp.log import progress_bar
 
     _check_device(args.device, "--device")
+    if args.model is not None:
+        return _evaluate_factory_model(args)
+    if args.target is None:
+        raise ValueError("give a run directory or checkpoint, or --model MODULE:FACTORY --data NAME")
+    for flag, value in (("--weights", args.weights), ("--data", args.data), ("--set", args.set)):
+        if value:
+            raise ValueError(f"{flag} goes with --model (a run directory knows its model and data)")
     target = Path(args.target)
     out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "evaluation.json"
     _refuse_existing(out, args.overwrite)
@@ -189,6 +196,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, row in (results.get("variants") or {}).items():
         error = row.get("error", row.get("mean_corruption_error"))
         print(f"{name}: error {error:.2f}%" if error is not None else f"{name}: no error reported")
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate_factory_model(args: argparse.Namespace) -> int:
+    """`damp evaluate --model MODULE:FACTORY --data NAME`: a model damp did not train."""
+    import json
+
+    from damp.benchmarking import evaluate_factory_model
+    from damp.log import progress_bar
+
+    if args.target is not None:
+        raise ValueError("--model evaluates a model by its factory: give no run directory with it")
+    if args.data is None:
+        raise ValueError("--model needs --data NAME (the dataset whose test split to evaluate on)")
+    from damp.models.user import import_factory
+
+    import_factory(args.model)  # a bad path is one line before any output
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise FileNotFoundError(f"--weights: {args.weights} not found")
+    out = Path(args.out or "evaluation.json")
+    _refuse_existing(out, args.overwrite)
+    bar = progress_bar(None, "evaluate (images)", not args.quiet)
+    done = [0]
+
+    def advance(images: int) -> None:
+        bar.update(images - done[0])
+        done[0] = images
+    with bar:
+        results = evaluate_factory_model(
+            args.model, args.data, weights=args.weights, data_root=args.data_root, sets=args.set or [],
+            corruptions=args.corruptions or "all", severities=args.severities or (1, 2, 3, 4, 5),
+            fgsm=args.fgsm or (), seed=args.seed, device=args.device, frost_dir=args.frost_dir, c_dir=args.c_dir,
+            mce_baseline=args.mce_baseline, progress=advance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(_results_line(results))
     print(f"wrote {out}")
     return 0
 
@@ -281,8 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--quiet", action="store_true", help="no progress bars")
     sw.set_defaults(func=cmd_sweep)
 
-    ev = sub.add_parser("evaluate", help="evaluate a trained run: clean, corruptions, FGSM, ImageNet variants")
-    ev.add_argument("target", help="run directory (uses last.pt) or checkpoint file")
+    ev = sub.add_parser("evaluate", help="evaluate a trained run, or any model by its factory: clean, corruptions, "
+                                         "FGSM, ImageNet variants")
+    ev.add_argument("target", nargs="?", help="run directory (uses last.pt) or checkpoint file")
+    ev.add_argument("--model", metavar="MODULE:FACTORY", help="instead of a run: a model damp did not train, built "
+                    "as factory(num_classes=..., in_channels=...); takes [0, 1] pixels (else --set model.normalize=true)")
+    ev.add_argument("--weights", metavar="FILE", help="with --model: a state dict, or a checkpoint with a 'model' or "
+                    "'state_dict' key (DDP 'module.' and torch.compile '_orig_mod.' prefixes are stripped)")
+    ev.add_argument("--data", metavar="NAME", help="with --model: the dataset to test on (digits, fashion_mnist, "
+                    "cifar10, cifar100, tiny_imagenet, imagenet)")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --model: config override, e.g. "
+                    "--set model.kwargs.depth=2 --set model.normalize=true (repeatable)")
     ev.add_argument("--corruptions", help="all, common, extra, none or comma-separated names (default: the run's)")
     ev.add_argument("--severities", type=_severities, help="comma-separated 1-5 (default: the run's)")
     ev.add_argument("--c-dir", help="released -C files: CIFAR-10/100-C .npy folder or Tiny/ImageNet-C folders")
@@ -298,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mce-baseline", choices=["hendrycks", "robustbench-5k"], default="hendrycks",
                     help="AlexNet errors that normalise the ImageNet-C mCE: Hendrycks & Dietterich's (default, "
                          "full sets) or RobustBench's 5000-image-subset row (key mCE_alexnet_robustbench_5k)")
-    ev.add_argument("--out", help="output JSON (default: RUN_DIR/evaluation.json)")
+    ev.add_argument("--out", help="output JSON (default: RUN_DIR/evaluation.json; with --model ./evaluation.json)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)

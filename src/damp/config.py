@@ -21,6 +21,7 @@ from damp import corruptions, methods
 from damp.data.build import AUGMENTS, DATASETS
 from damp.methods.subbatch import BATCHNORM_MODES, EXECUTORS, check_modes
 from damp.models import MODELS
+from damp.models.user import import_factory, is_factory_path
 from damp.optim import OPTIMIZERS, SCHEDULES
 from damp.runtime import AUTOCAST_DTYPES
 
@@ -52,9 +53,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "small_cnn"
-    dropout: float = 0.0
+    name: str = "small_cnn"  # a built-in model, or package.module:factory (any torch model)
+    dropout: float = 0.0  # built-in models (a factory takes its own dropout through kwargs)
     width: int = 0  # small_cnn first-stage width (0 = default)
+    kwargs: dict = field(default_factory=dict)  # module:factory models: factory(num_classes, in_channels, **kwargs)
+    normalize: bool = False  # module:factory models: feed (x - mean) / std of the dataset instead of [0, 1] pixels
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,11 @@ CHOICES = {
 }
 
 
+def _factory_path(path: str, value: Any) -> bool:
+    """model.name may also be package.module:factory (checked by :func:`validate`)."""
+    return path == "model.name" and is_factory_path(value)
+
+
 def _suggest(key: str, options: list[str]) -> str:
     close = difflib.get_close_matches(key, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(options)})"
@@ -163,6 +171,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if len(args) == 2 and args[1] is not Ellipsis and len(value) != 2:
             raise ConfigError(f"{key}: expected 2 values, got {value!r}")
         return tuple(_coerce(key, v, inner) for v in value)
+    if hint is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -204,7 +216,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
             kwargs[key] = _build(hint, value, f"{path}.")
         else:
             kwargs[key] = _coerce(path, value, hint)
-            if path in CHOICES and kwargs[key] not in CHOICES[path]:
+            if path in CHOICES and kwargs[key] not in CHOICES[path] and not _factory_path(path, kwargs[key]):
                 raise ConfigError(f"{path}: {kwargs[key]!r} is not one of {', '.join(CHOICES[path])}"
                                   f"{_suggest(str(kwargs[key]), list(CHOICES[path]))}")
     return cls(**kwargs)
@@ -324,6 +336,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.mixup: must be in [0, 1), got {d.mixup!r}")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout!r}")
+    _validate_model(cfg.model)
     if d.batch_size % m.num_perturbations:
         raise ConfigError(f"data.batch_size: {d.batch_size} is not divisible by method.num_perturbations="
                           f"{m.num_perturbations}")
@@ -357,6 +370,23 @@ def validate(cfg: RunConfig) -> None:
     if any(not 0 <= eps <= 1 for eps in e.fgsm):
         raise ConfigError(f"eval.fgsm: epsilons are in [0, 1] pixel units, got {list(e.fgsm)}")
     resolve_corruptions(e.corruptions)
+
+
+def _validate_model(model: ModelConfig) -> None:
+    """A module:factory model must import; built-in-only keys are refused for it, and the reverse."""
+    if not is_factory_path(model.name):
+        for key, value in (("kwargs", model.kwargs), ("normalize", model.normalize)):
+            if value:
+                raise ConfigError(f"model.{key}: only for module:factory models (built-in {model.name!r} "
+                                  "normalises inside)")
+        return
+    for key, value in (("dropout", model.dropout), ("width", model.width)):
+        if value:
+            raise ConfigError(f"model.{key}: not used by module:factory models; pass it in model.kwargs")
+    try:
+        import_factory(model.name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def resolve_corruptions(spec: str) -> list[str]:

@@ -137,23 +137,28 @@ def fgsm_error(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Ten
     (normalisation is inside the model, and its positive std keeps the gradient's sign), clipped to
     [0, 1], model in eval mode. All epsilons share one gradient per batch.
     """
-    was_training = model.training
-    model.eval()
     wrong = torch.zeros(len(epsilons))
     total = 0
+    for x, y in batches:
+        wrong += fgsm_wrong(model, x, y, epsilons)
+        total += len(y)
+    return [{"eps": float(eps), "error": 100.0 * float(w) / max(total, 1)} for eps, w in zip(epsilons, wrong)]
+
+
+def fgsm_wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float]) -> torch.Tensor:
+    """(len(epsilons),) CPU counts of the images in the batch (x (B, C, H, W) in [0, 1], y (B,)) that
+    FGSM at each epsilon makes ``model`` (put in eval mode for the call) misclassify."""
+    was_training = model.training
+    model.eval()
     try:
-        for x, y in batches:
-            x = x.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(x).float(), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
-            with torch.no_grad():
-                for i, eps in enumerate(epsilons):
-                    adversarial = (x + eps * grad.sign()).clamp_(0, 1)
-                    wrong[i] += (model(adversarial).argmax(-1) != y).sum().cpu()
-            total += len(y)
+        x = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(x).float(), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            return torch.stack([(model((x + eps * grad.sign()).clamp_(0, 1)).argmax(-1) != y).sum().cpu()
+                                for eps in epsilons]).float() if epsilons else torch.zeros(0)
     finally:
         model.train(was_training)
-    return [{"eps": float(eps), "error": 100.0 * float(w) / max(total, 1)} for eps, w in zip(epsilons, wrong)]
 
 
 def _check_on_the_fly(cfg, names: Sequence[str]) -> None:

@@ -39,6 +39,38 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, bins: int
     return {"error": 100.0 * (1.0 - correct.mean().item()), "nll": nll, "ece": 100.0 * ece.item()}
 
 
+class MetricSums:
+    """:func:`classification_metrics` over batches that arrive one at a time (float64 sums), for data
+    that does not fit in memory. ``update`` keeps the sums on the logits' device (no host sync)."""
+
+    def __init__(self, bins: int = ECE_BINS) -> None:
+        self.bins = bins
+        self.count = 0
+        self.sums: torch.Tensor | None = None  # [wrong, nll sum, per-bin (confidence - correct) sums...]
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """logits (B, K), labels (B,)."""
+        logits = logits.float()
+        confidence, prediction = logits.softmax(-1).max(-1)
+        correct = (prediction == labels).float()
+        edges = torch.linspace(0, 1, self.bins + 1, device=logits.device)
+        which = torch.bucketize(confidence, edges[1:-1], right=False)
+        gap = torch.zeros(self.bins, device=logits.device, dtype=torch.float64).index_add_(
+            0, which, (confidence - correct).double())
+        nll = F.cross_entropy(logits, labels, reduction="sum").double()
+        part = torch.cat([(1 - correct).sum().double().view(1), nll.view(1), gap])
+        self.sums = part if self.sums is None else self.sums + part
+        self.count += len(labels)
+
+    def result(self) -> dict[str, float]:
+        """{"error" (%), "nll" (nats), "ece" (%)} over every batch so far."""
+        if self.sums is None:
+            raise ValueError("no batches were evaluated")
+        sums = self.sums.cpu()
+        return {"error": 100.0 * float(sums[0]) / self.count, "nll": float(sums[1]) / self.count,
+                "ece": 100.0 * float(sums[2:].abs().sum()) / self.count}
+
+
 def summarize(results: dict[str, dict[str, dict[str, float]]]) -> dict:
     """The paper's aggregates: per-severity mean error over corruptions, and the overall mean."""
     names = list(results)

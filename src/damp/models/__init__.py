@@ -13,6 +13,7 @@ from torch import nn
 
 from damp.models.resnet import preact_resnet18, resnet18, resnet50
 from damp.models.small import MLP, Normalize, SmallCNN
+from damp.models.user import Normalized, build_user_model, is_factory_path
 from damp.models.vit import vit_b16, vit_s16
 
 MODELS = ("small_cnn", "mlp", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16")
@@ -47,11 +48,19 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size
 
 
 def model_for(cfg: Any, bundle: Any) -> nn.Module:
-    """The model of a run config ``cfg`` for the data in ``bundle`` (classes, channels, size, normalisation)."""
+    """The model of a run config ``cfg`` for the data in ``bundle`` (classes, channels, size, normalisation).
+
+    A ``module:factory`` model is built by its factory and, with ``model.normalize``, wrapped in the
+    dataset's mean/std (:class:`damp.models.user.Normalized`).
+    """
+    if is_factory_path(cfg.model.name):
+        model = build_user_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                                 kwargs=cfg.model.kwargs)
+        return Normalized(model, tuple(bundle.mean), tuple(bundle.std)) if cfg.model.normalize else model
     extra = {"width": cfg.model.width} if cfg.model.name == "small_cnn" and cfg.model.width else {}
     return build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                        image_size=bundle.image_size, dropout=cfg.model.dropout, mean=bundle.mean, std=bundle.std,
                        **extra)
 
 
-__all__ = ["MLP", "MODELS", "Normalize", "SmallCNN", "build_model", "model_for"]
+__all__ = ["MLP", "MODELS", "Normalize", "Normalized", "SmallCNN", "build_model", "model_for"]

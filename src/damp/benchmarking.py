@@ -1,0 +1,247 @@
+"""``damp.benchmark``: the corruption benchmark for any PyTorch classifier, without released -C files.
+
+    results = damp.benchmark(model, images, labels, preset="cifar", fgsm=(2 / 255,))
+    results["summary"]["mean_corruption_error"]
+
+It generates the 19 corruptions x 5 severities on the fly, batched and seeded exactly as
+`damp evaluate` and `damp corrupt` do (chunk b of corruption c at severity s always draws from the
+seed f(seed, c, s, b), chunks of ``CHUNK`` images), so a tensor, the same images as an iterable of
+batches of any size, and the CLI all give the same numbers. Metrics accumulate per chunk, so the test
+set never has to fit in memory. The results dict is a damp run's results.json schema.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from damp.config import resolve_corruptions
+from damp.corruptions import PRESETS, corrupt
+from damp.corruptions._common import default_preset
+from damp.corruptions.dataset import CHUNK, chunk_seed
+from damp.evaluate import available, fgsm_wrong
+from damp.metrics import UNITS, MetricSums, aggregate
+from damp.pixels import to_unit_float
+
+# The dataset whose aggregates (heatmap columns, mCE) a preset's results follow.
+PRESET_DATASETS = {"cifar": "cifar10", "tiny": "tiny_imagenet", "imagenet": "imagenet"}
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Tensor | None = None, *,
+              preset: str | None = "cifar", corruptions: str | Sequence[str] = "all",
+              severities: Sequence[int] = (1, 2, 3, 4, 5), fgsm: Sequence[float] = (), batch_size: int = CHUNK,
+              seed: int = 0, device: str | torch.device | None = None, frost_dir: str | None = None,
+              dataset: str | None = None, mce_baseline: str = "hendrycks",
+              progress: Callable[[int], None] | None = None) -> dict:
+    """Clean, corrupted and FGSM metrics of ``model`` (in eval mode, its weights untouched).
+
+    Args:
+        model: takes (B, C, H, W) [0, 1] pixels, returns (B, K) logits (wrap it in
+            :class:`damp.models.Normalized` if it expects normalised inputs).
+        images: (N, C, H, W) uint8 or [0, 1] float tensor with ``labels`` (N,), or an iterable of
+            (images, labels) batches of that kind (``labels`` then None).
+        preset: the corruption constants, "cifar" (32 px), "tiny" (64 px) or "imagenet" (224 px); None
+            picks by image size. A preset made for another size is refused.
+        corruptions: "all", "common", "extra", "none", or names.
+        fgsm: epsilons in [0, 1] pixel units.
+        batch_size: images per forward pass (at most ``CHUNK``, the corruption seeding unit).
+        device: where corruption and inference run (default: the model's device).
+        frost_dir: folder with the frost textures (default: the imagecorruptions package's).
+        dataset: the dataset the aggregates follow (default: from the preset).
+        progress: called with the number of images done after each chunk.
+
+    Returns:
+        {"clean", "corruptions": {name: {severity: metrics}}, "summary", "fgsm", "variants", "meta"}.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset: {preset!r} is not one of {', '.join(PRESETS)} (or None: by image size)")
+    if not 0 < batch_size:
+        raise ValueError(f"batch_size: must be > 0, got {batch_size}")
+    if any(not (isinstance(s, int) and 1 <= s <= 5) for s in severities) or not severities:
+        raise ValueError(f"severities: integers 1-5, got {list(severities)}")
+    if any(not 0 <= eps <= 1 for eps in fgsm):
+        raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {list(fgsm)}")
+    names = resolve_corruptions(corruptions if isinstance(corruptions, str) else ",".join(corruptions))
+    names, unavailable = available(names, frost_dir)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    clean = MetricSums()
+    corrupted = {(name, s): MetricSums() for name in names for s in severities}
+    wrong, done, chosen = torch.zeros(len(fgsm)), 0, preset
+    try:
+        for index, (x, y) in enumerate(_chunks(images, labels)):
+            if index == 0:
+                chosen = _check_preset(preset, x)
+            x, y = x.to(device), y.to(device)
+            _update(clean, model, to_unit_float(x), y, batch_size)
+            for (name, severity), sums in corrupted.items():
+                generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, name, severity, index))
+                xc = corrupt(x, name, severity, preset=chosen, generator=generator, frost_dir=frost_dir)
+                _update(sums, model, to_unit_float(xc), y, batch_size)
+            if fgsm:
+                for start in range(0, len(y), batch_size):
+                    wrong += fgsm_wrong(model, to_unit_float(x[start:start + batch_size]), y[start:start + batch_size],
+                                        fgsm)
+            done += len(y)
+            if progress is not None:
+                progress(done)
+    finally:
+        model.train(was_training)
+    if done == 0:
+        raise ValueError("images: no images to evaluate")
+    results_c: dict = {}
+    for (name, severity), sums in corrupted.items():
+        results_c.setdefault(name, {})[str(severity)] = sums.result()
+    dataset = dataset or PRESET_DATASETS[chosen]
+    meta = {"units": UNITS, "dataset": dataset, "model": type(model).__name__, "images": done, "preset": chosen,
+            "corruption_source": f"generated on the fly (damp.corruptions, seed {seed})"}
+    if unavailable:
+        meta["unavailable_corruptions"] = unavailable
+    return {"clean": clean.result(), "corruptions": results_c, "summary": aggregate(results_c, dataset, mce_baseline),
+            "fgsm": [{"eps": float(e), "error": 100.0 * float(w) / done} for e, w in zip(fgsm, wrong)],
+            "variants": {}, "meta": meta}
+
+
+def _update(sums: MetricSums, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            sums.update(model(x[start:start + batch_size]), y[start:start + batch_size])
+
+
+def _check_preset(preset: str | None, x: torch.Tensor) -> str:
+    size = default_preset(x.shape[-2], x.shape[-1])
+    if preset is not None and preset != size:
+        raise ValueError(f"preset: {preset!r} constants are for another image size than {x.shape[-2]}x{x.shape[-1]} "
+                         f"px (that size takes {size!r}); pass preset={size!r} or preset=None")
+    return size
+
+
+def _chunks(images: torch.Tensor | Batches, labels: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Re-cut the input into ``CHUNK``-image chunks in order (the last may be shorter), checking shapes."""
+    if isinstance(images, torch.Tensor):
+        if labels is None:
+            raise ValueError("labels: required with an images tensor")
+        batches: Batches = [(images, labels)]
+    elif labels is not None:
+        raise ValueError("labels: pass None with an iterable of (images, labels) batches")
+    else:
+        batches = images
+    pending_x: list[torch.Tensor] = []
+    pending_y: list[torch.Tensor] = []
+    count = 0
+    for x, y in batches:
+        _check_batch(x, y)
+        pending_x.append(x)
+        pending_y.append(y)
+        count += len(y)
+        while count >= CHUNK:
+            xs, ys = torch.cat(pending_x), torch.cat(pending_y)
+            yield xs[:CHUNK], ys[:CHUNK]
+            pending_x, pending_y, count = [xs[CHUNK:]], [ys[CHUNK:]], len(ys) - CHUNK
+    if count:
+        yield torch.cat(pending_x), torch.cat(pending_y)
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images: expected (N, C, H, W) with C in (1, 3), got {getattr(x, 'shape', type(x))}")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise ValueError(f"images: expected uint8 or float [0, 1] pixels, got {x.dtype}")
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"labels: expected ({len(x)},) class indices, got {getattr(y, 'shape', type(y))}")
+
+
+def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, preset: str | None = None,
+               corruptions: str = "all", severities: Sequence[int] = (1, 2, 3, 4, 5), batch_size: int = CHUNK,
+               device: str | torch.device | None = None, frost_dir: str | None = None) -> dict:
+    """Benchmark speed on ``images``: the time to generate every corrupted variant, the time to run the
+    model on them, and images x variants per second for the whole benchmark (generation + inference).
+
+    Returns {"variants", "images", "generation_s", "inference_s", "images_x_variants_per_s",
+    "generation_share"} (generation time / inference time).
+    """
+    names, _ = available(resolve_corruptions(corruptions), frost_dir)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    chunks = [(x.to(device), y.to(device)) for x, y in _chunks(images, labels)]
+    preset = _check_preset(preset, chunks[0][0])
+    generated: list[torch.Tensor] = []
+    _sync(device)
+    start = time.perf_counter()
+    for name in names:
+        for severity in severities:
+            for index, (x, _) in enumerate(chunks):
+                gen = torch.Generator(device=device).manual_seed(chunk_seed(0, name, severity, index))
+                generated.append(corrupt(x, name, severity, preset=preset, generator=gen, frost_dir=frost_dir))
+    _sync(device)
+    generation = time.perf_counter() - start
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for xc in generated:
+            for s in range(0, len(xc), batch_size):
+                model(to_unit_float(xc[s:s + batch_size]))
+    _sync(device)
+    inference = time.perf_counter() - start
+    model.train(was_training)
+    variants, n = len(names) * len(severities), len(images)
+    return {"variants": variants, "images": n, "generation_s": generation, "inference_s": inference,
+            "images_x_variants_per_s": variants * n / (generation + inference),
+            "generation_share": generation / inference}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate_factory_model(model_path: str, data: str, *, weights: str | None = None, data_root: str | None = None,
+                           sets: Sequence[str] = (), corruptions: str = "all",
+                           severities: Sequence[int] = (1, 2, 3, 4, 5), fgsm: Sequence[float] = (), seed: int = 0,
+                           device: str = "cpu", frost_dir: str | None = None, c_dir: str | None = None,
+                           mce_baseline: str = "hendrycks", progress: Callable[[int], None] | None = None) -> dict:
+    """`damp evaluate --model MODULE:FACTORY --data NAME`: a model damp never trained, on a damp dataset's
+    test split, with the protocol and results schema of a damp run.
+
+    The model is built as ``model.name: MODULE:FACTORY`` is in training (``sets`` are config overrides
+    such as ``model.kwargs.depth=2`` or ``model.normalize=true``), then ``weights`` (a state dict or a
+    checkpoint holding one) is loaded into it. On-the-fly corruptions go through :func:`benchmark`,
+    so the numbers equal the Python API's; released files (``c_dir``) through :func:`damp.evaluate.evaluate`.
+    """
+    from dataclasses import replace
+
+    from damp.config import load_config
+    from damp.data.build import build_data
+    from damp.evaluate import check_evaluation_inputs, evaluate
+    from damp.models import Normalized, model_for
+    from damp.models.user import load_weights
+
+    overrides = [f"data.name={data}", f"model.name={model_path}", *sets]
+    cfg = load_config(None, overrides)
+    cfg = replace(cfg, data=replace(cfg.data, root=data_root if data_root is not None else cfg.data.root,
+                                    frost_dir=frost_dir),
+                  eval=replace(cfg.eval, corruptions=corruptions, severities=tuple(severities), fgsm=tuple(fgsm),
+                               seed=seed, c_dir=c_dir))
+    if cfg.data.name != "imagenet" or c_dir is not None:
+        check_evaluation_inputs(cfg)
+    bundle = build_data(cfg, device=device, need_train=False)
+    model = model_for(cfg, bundle)
+    if weights is not None:
+        load_weights(model.model if isinstance(model, Normalized) else model, weights)
+    model = model.to(device).eval()
+    if c_dir is not None:
+        return evaluate(model, bundle, cfg, mce_baseline=mce_baseline,
+                        meta={"model": model_path, "weights": weights})
+    source = bundle.test_arrays if bundle.test_arrays is not None else bundle.test
+    images, labels = source if bundle.test_arrays is not None else (source, None)
+    results = benchmark(model, images, labels, preset=None, corruptions=corruptions, severities=severities,
+                        fgsm=fgsm, seed=seed, device=device, frost_dir=frost_dir, dataset=cfg.data.name,
+                        mce_baseline=mce_baseline, progress=progress)
+    results["meta"].update({"model": model_path, "weights": weights, "method": None})
+    return results
