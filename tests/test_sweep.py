@@ -60,3 +60,20 @@ def test_sweep_cli_prints_a_line_per_run(tmp_path, capsys):
     assert "selected for damp: damp σ=0.1" in out and (tmp_path / "s" / "summary.json").is_file()
     assert out.count("std=0.1__seed=") == 2  # one line per finished run
     assert main(["sweep", "--grid", "method.std", "--out", str(tmp_path / "t")]) == 2
+
+
+def test_final_seeds_run_only_the_selected_point(tmp_path):
+    seen = []
+    summary = run_sweep(None, GRID, 1, tmp_path / "s", sets=SETS, final_seeds=3,
+                        on_run=lambda run, res: seen.append(run.name))
+    chosen = summary["selection"]["damp"]["point"]["method.std"]
+    assert seen == ["std=0.05__seed=0", "std=0.3__seed=0", f"std={chosen}__seed=1", f"std={chosen}__seed=2"]
+    rows = {row["point"]["method.std"]: row for row in summary["points"]}
+    assert len(rows[chosen]["runs"]) == 3 and all(len(r["runs"]) == 1 for p, r in rows.items() if p != chosen)
+    assert rows[chosen]["train_seconds"] > 0 and "seeds up to 2" in summary["protocol"]
+
+
+def test_a_sweep_without_grid_is_the_config_over_seeds(tmp_path):
+    summary = run_sweep(None, {}, 2, tmp_path / "s", sets=[*SETS, "method.std=0.1"])
+    assert [r["dir"] for r in summary["points"][0]["runs"]] == ["seed=0", "seed=1"]
+    assert "none (one point)" in (tmp_path / "s" / "summary.md").read_text()

@@ -237,6 +237,34 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_model(args: argparse.Namespace, out: Path) -> int:
+    """`damp bench --model`: the corruption benchmark's speed for a user model on random images."""
+    import json
+
+    import torch
+
+    from damp.benchmarking import throughput
+    from damp.models.user import build_user_model
+
+    torch.manual_seed(0)
+    model = build_user_model(args.model, num_classes=args.classes, in_channels=args.channels).to(args.device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (args.images, args.channels, args.image_size, args.image_size), generator=gen,
+                           dtype=torch.uint8)
+    labels = torch.randint(0, args.classes, (args.images,), generator=gen)
+    print(f"measuring {args.model} on {args.images} random {args.image_size}-px images ...", file=sys.stderr)
+    row = throughput(model, images, labels, corruptions=args.corruptions, device=args.device,
+                     frost_dir=args.frost_dir)
+    row.update(model=args.model, image_size=args.image_size, device=args.device, threads=torch.get_num_threads())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2))
+    print(f"{args.model}: {row['images_x_variants_per_s']:.0f} images x variants / s ({row['variants']} variants); "
+          f"generation {row['generation_s']:.1f} s = {100 * row['generation_share']:.1f} % of inference "
+          f"{row['inference_s']:.1f} s")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from damp.report import comparison_table, group, write_report
 
@@ -264,6 +292,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _check_device(args.device, "--device")
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
+    if args.model is not None:
+        return _bench_model(args, out)
     results = run_bench(args.device, args.quick, progress=lambda msg: print(f"measuring {msg} ...", file=sys.stderr))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -374,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="fewer repeats, 32-px corruptions only (~2 min on CPU)")
     be.add_argument("--out", required=True, help="output JSON file")
     be.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    be.add_argument("--model", metavar="MODULE:FACTORY", help="instead: the corruption benchmark's throughput "
+                    "(images x variants / s) and generation / inference time for this model")
+    be.add_argument("--image-size", type=_positive_int, default=32, help="with --model: image side (default: 32)")
+    be.add_argument("--channels", type=int, choices=[1, 3], default=3, help="with --model: 1 or 3 (default: 3)")
+    be.add_argument("--classes", type=_positive_int, default=10, help="with --model: classes (default: 10)")
+    be.add_argument("--images", type=_positive_int, default=500, help="with --model: images (default: 500)")
+    be.add_argument("--corruptions", default="all", help="with --model: corruptions (default: all)")
+    be.add_argument("--frost-dir", help="with --model: folder with the frost textures")
     be.set_defaults(func=cmd_bench)
 
     cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")

@@ -23,20 +23,21 @@ from damp.train import train
 MARKER = ".damp-demo"
 
 
-# Hyperparameters: the paper's CIFAR-10 values where they exist (paper App. F: DAMP sigma 0.2,
-# SAM rho 0.045, ASAM rho 1.0, M = 8); DAAP sigma from the Fig. 7 grid; dropout p is never stated
-# in the paper for CIFAR, so 0.1 is our choice.
+# Hyperparameters: tuned for this setup as the paper tunes them (§4, App. F) on a 10 % hold-out split of
+# the digits training set, mean hold-out error over 2 seeds; the grids, commands and results are in the
+# comments of configs/digits_small_cnn/*.yaml (tests/test_demo_presets.py keeps the two in step). On this
+# small model every perturbation costs clean accuracy, so the smallest grid values were selected. M = 8.
 DEMO_METHODS: dict[str, list[str]] = {
     "sgd": ["method.name=sgd"],
     "dropout": ["method.name=dropout", "model.dropout=0.1"],
-    "damp": ["method.name=damp", "method.std=0.2", "method.num_perturbations=8"],
-    "daap": ["method.name=daap", "method.std=0.02", "method.num_perturbations=8"],
-    "sam": ["method.name=sam", "method.rho=0.045", "method.num_perturbations=8"],
-    "asam": ["method.name=asam", "method.rho=1.0", "method.num_perturbations=8"],
+    "damp": ["method.name=damp", "method.std=0.025", "method.num_perturbations=8"],
+    "daap": ["method.name=daap", "method.std=0.0025", "method.num_perturbations=8"],
+    "sam": ["method.name=sam", "method.rho=0.01", "method.num_perturbations=8"],
+    "asam": ["method.name=asam", "method.rho=0.2", "method.eta=0.0", "method.num_perturbations=8"],
 }
-# Shared by every method: digits at 32 px, a small CNN, Nesterov SGD on the paper's step schedule.
+# Shared by every method: digits at 32 px, a width-16 small CNN, Nesterov SGD on the paper's step schedule.
 BASE = ["data.name=digits", "data.batch_size=128", "data.augment=crop", "data.crop_padding=2",
-        "model.name=small_cnn", "model.width=32", "optim.lr=0.05", "optim.weight_decay=5e-4",
+        "model.name=small_cnn", "model.width=16", "optim.lr=0.05", "optim.weight_decay=5e-4",
         "optim.schedule=step", "trainer.device=cpu", "trainer.log_every=10", "trainer.checkpoint_every=100000"]
 
 
@@ -88,7 +89,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
         runs[name] = result
     results = {"runs": runs, "meta": {
         "dataset": "digits (scikit-learn, upsampled to 32 px; 1347 train / 450 test)",
-        "model": "small_cnn (width 32)", "epochs": settings.epochs, "seed": settings.seed,
+        "model": "small_cnn (width 16)", "epochs": settings.epochs, "seed": settings.seed,
         "units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"},
         "damp_version": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     (out / "results.json").write_text(json.dumps(results, indent=2))
