@@ -6,7 +6,7 @@
 #   bash benchmarks/suite.sh SUITE [--out DIR] [--results DIR] [--frost-dir DIR] [--data-root DIR]
 #                                  [--set KEY=VALUE ...] [PART ...]
 #
-# SUITE: fashion_mnist   small CNN, CPU-sized: about 90 minutes on 2 cores (configs/fashion_mnist_small_cnn
+# SUITE: fashion_mnist   small CNN, CPU-sized: about an hour on 2 cores (configs/fashion_mnist_small_cnn
 #                        say what is trained). Needs apt-get install dataset-fashion-mnist.
 #        cifar10         the paper's ResNet18 CIFAR-10 setup (configs/cifar10_resnet18, 300 epochs): for GPUs
 #                        and the CIFAR-10 python files (--data-root).

@@ -37,7 +37,7 @@ def test_short_demo_writes_results_and_report(tmp_path, capsys):
     assert set(run["corruptions"]["gaussian_noise"]) == {"1", "5"}
     assert 0 <= run["clean"]["error"] <= 100 and set(run["clean"]) == {"error", "nll", "ece"}
     report = (out / "report.md").read_text()
-    assert "| damp σ=0.2 | 1 |" in report and "2 corruptions" in report
+    assert "| damp σ=0.025 | 1 |" in report and "2 corruptions" in report
     # Re-running into the demo's own directory is allowed.
     assert main(["demo", "--out", str(out), "--epochs", "1", "--methods", "sgd", "--corruptions",
                  "shot_noise", "--severities", "2", "--quiet"]) == 0

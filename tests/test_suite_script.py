@@ -34,7 +34,7 @@ def test_suite_writes_results_md_and_resumes(tmp_path):
                     "DAMP vs SAM/ASAM per unit of training time (claims 4, 5)"):
         section = text.split(f"### {heading}")[1].split("###")[0].strip()
         assert section.startswith(("**Reproduced.**", "**Partly reproduced.**", "**Not reproduced.**")), heading
-    assert "| damp | method.std=0.3 | 1 |" in text  # every grid point of the tuning table, with its seeds
+    assert "| damp σ=0.3 | method.std=0.3 | 1 |" in text  # every grid point of the tuning table, with its seeds
     damp_runs = sorted(p.name for p in (tmp_path / "runs" / "damp").iterdir() if p.is_dir())
     assert len(damp_runs) == 6  # 4 grid points, then 2 more seeds of the selected one
     stamp = (tmp_path / "runs" / "damp" / damp_runs[0] / "results.json").stat().st_mtime_ns

@@ -244,4 +244,7 @@ def evaluate_factory_model(model_path: str, data: str, *, weights: str | None = 
                         fgsm=fgsm, seed=seed, device=device, frost_dir=frost_dir, dataset=cfg.data.name,
                         mce_baseline=mce_baseline, progress=progress)
     results["meta"].update({"model": model_path, "weights": weights, "method": None})
+    if bundle.test_arrays is None:  # a folder dataset: corrupted after the loader's resize and centre crop
+        results["meta"]["corruption_source"] += (" from the resized, centre-cropped test images (the released -C "
+                                                 "folders are also JPEG-compressed; --c-dir evaluates those)")
     return results

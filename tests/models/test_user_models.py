@@ -178,3 +178,13 @@ def test_benchmark_accepts_batches_of_any_size_and_checks_inputs():
         damp.benchmark(model, images, labels[:-1])
     with pytest.raises(ValueError, match="images"):
         damp.benchmark(model, images[:, 0], labels)
+
+
+def test_bench_reports_benchmark_throughput_for_a_user_model(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", "tests.user_models:depthwise_separable", "--images", "40", "--channels", "1",
+                 "--corruptions", "gaussian_noise,contrast,zoom_blur", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["variants"] == 15 and row["images"] == 40 and row["inference_s"] > 0 and row["generation_s"] > 0
+    assert row["images_x_variants_per_s"] == pytest.approx(600 / (row["generation_s"] + row["inference_s"]))
+    assert "images x variants / s" in capsys.readouterr().out
