@@ -49,7 +49,8 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
             picks by image size. A preset made for another size is refused.
         corruptions: "all", "common", "extra", "none", or names.
         fgsm: epsilons in [0, 1] pixel units.
-        batch_size: images per forward pass (at most ``CHUNK``, the corruption seeding unit).
+        batch_size: images per forward pass; a chunk of ``CHUNK`` images (the corruption seeding unit)
+            is the largest, whatever larger value is given.
         device: where corruption and inference run (default: the model's device).
         frost_dir: folder with the frost textures (default: the imagecorruptions package's).
         dataset: the dataset the aggregates follow (default: from the preset).
@@ -68,6 +69,7 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
         raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {list(fgsm)}")
     names = resolve_corruptions(corruptions if isinstance(corruptions, str) else ",".join(corruptions))
     names, unavailable = available(names, frost_dir)
+    aggregate({}, dataset or "cifar10", mce_baseline)  # an unknown baseline fails now, not after the evaluation
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()

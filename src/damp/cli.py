@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "FGSM, ImageNet variants")
     ev.add_argument("target", nargs="?", help="run directory (uses last.pt) or checkpoint file")
     ev.add_argument("--model", metavar="MODULE:FACTORY", help="instead of a run: a model damp did not train, built "
-                    "as factory(num_classes=..., in_channels=...); takes [0, 1] pixels (else --set model.normalize=true)")
+                    "as factory(num_classes=..., in_channels=...); takes [0, 1] pixels "
+                    "(else --set model.normalize=true)")
     ev.add_argument("--weights", metavar="FILE", help="with --model: a state dict, or a checkpoint with a 'model' or "
                     "'state_dict' key (DDP 'module.' and torch.compile '_orig_mod.' prefixes are stripped)")
     ev.add_argument("--data", metavar="NAME", help="with --model: the dataset to test on (digits, fashion_mnist, "
@@ -395,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--claims", action="store_true", help="write RESULTS.md: tables, figures, wall-clock, the "
                      "tuning grid and one paragraph per paper claim with its verdict")
     rep.add_argument("--title", help="the report's title")
-    rep.add_argument("--command", dest="regenerate_command", help="the command that regenerates the report, named in RESULTS.md")
+    rep.add_argument("--command", dest="regenerate_command",
+                     help="the command that regenerates the report, named in RESULTS.md")
     rep.set_defaults(func=cmd_report)
 
     be = sub.add_parser("bench", help="measure step-time ratios vs SGD, trainer overhead, corruption and "

@@ -145,7 +145,8 @@ def claim_additive(arms: dict[str, list[Run]], grid: list[Run]) -> str:
     return (f"**{verdict.capitalize()}.** Mean corruption error of the selected points: {damp[0].label} "
             f"{_pm([_corruption_mean(r) for r in damp])}, {daap[0].label} {_pm([_corruption_mean(r) for r in daap])}, "
             f"{sgd[0].label} {_pm([_corruption_mean(r) for r in sgd])}; DAAP − SGD = "
-            f"{means['daap'] - means['sgd']:+.2f}, DAMP − SGD = {means['damp'] - means['sgd']:+.2f}. Every grid point "
+            f"{means['daap'] - means['sgd']:+.2f}, DAMP − SGD = {means['damp'] - means['sgd']:+.2f}. "
+            "Every grid point "
             f"(all seeds it ran): {points or 'none'}. Rule: reproduced when DAMP is lower both at the selected points "
             "and at the best grid point of each; partly when at one of the two.")
 
@@ -168,7 +169,8 @@ def claim_cost(arms: dict[str, list[Run]], ratios: dict[str, float]) -> str:
     verdict = "reproduced" if damp < sam and cheaper else "partly reproduced" if damp < sam or cheaper \
         else "not reproduced"
     text = (f"DAMP's mean corruption error is {damp:.2f} against SAM's {sam:.2f}, at "
-            f"{ratios.get('damp', float('nan')):.2f}× and {ratios.get('sam', float('nan')):.2f}× SGD's training time. "
+            f"{ratios.get('damp', float('nan')):.2f}× and {ratios.get('sam', float('nan')):.2f}× "
+            "SGD's training time. "
             "Rule: reproduced when DAMP has the lower corruption error and the lower cost; partly when one of them. "
             "The last column divides the reduction by the time ratio: the gain per SGD-length of training. "
             "ASAM's row is given for the paper's remark that it is strongest on CIFAR at twice the cost.")
