@@ -30,6 +30,7 @@ DATA_ROOT=""
 PARTS=()
 EXTRA=()
 while [[ $# -gt 0 ]]; do
+  if [[ $1 == --* && $1 != --help && $# -lt 2 ]]; then echo "suite.sh: $1 needs a value" >&2; exit 2; fi
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
     --results) RESULTS="$2"; shift 2 ;;
@@ -43,6 +44,9 @@ while [[ $# -gt 0 ]]; do
 done
 ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise report)
 [[ ${#PARTS[@]} -gt 0 ]] || PARTS=("${ALL[@]}")
+for part in "${PARTS[@]}"; do  # every part is checked before the first one runs
+  [[ " ${ALL[*]} " == *" $part "* ]] || { echo "suite.sh: unknown part $part (choose from ${ALL[*]})" >&2; exit 2; }
+done
 SETS=(--set trainer.progress=false)
 [[ -n "$FROST_DIR" ]] && SETS+=(--set "data.frost_dir=$FROST_DIR")
 [[ -n "$DATA_ROOT" ]] && SETS+=(--set "data.root=$DATA_ROOT")

@@ -45,13 +45,15 @@ def _sweep(root: Path, method: str, key: str | None, points: dict, clean, corrup
                               "dropout": 0.1 if method == "dropout" else 0.0},
                               "method": m, "trainer": {"epochs": 5}, "seed": seed},
                  clean + seed * 0.1, corrupted + seed * 0.1 + (0 if value == chosen else 5), seconds, single)
-            runs.append({"seed": seed, "dir": name})
+            holdout = clean + seed * 0.1 + (0 if value == chosen else 1)
+            runs.append({"seed": seed, "dir": name, "holdout_error": holdout})
         point = {key: str(value)} if key else {}
         rows.append({"point": point, "label": method, "method": method.split("_")[0], "runs": runs,
                      "holdout_error": clean + (0 if value == chosen else 1)})
     (out / "sweep.yaml").write_text("config: x\n")
     selection = {method: {"point": {key: str(chosen)} if key else {}, "label": method, "holdout_error": clean}}
-    (out / "summary.json").write_text(json.dumps({"grid": {}, "points": rows, "selection": selection}))
+    (out / "summary.json").write_text(json.dumps({"grid": {}, "points": rows, "selection": selection,
+                                                  "tuning_seeds": 1}))
     return out
 
 

@@ -125,3 +125,12 @@ def test_evaluate_prints_whatever_the_results_hold(res, monkeypatch, tmp_path, c
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "e.json"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "clean error" in out and "wrote" in out
+
+
+def test_a_foreign_models_evaluation_is_named_by_its_model_and_runs_count_once(tmp_path):
+    res = results(10.0, lambda n: 20.0)
+    sgd = write_run(tmp_path / "sgd", res, {"method": {"name": "sgd"}})
+    foreign = write_run(tmp_path / "ext", dict(res, meta={"method": None, "model": "pkg.models:build"}))
+    assert main(["report", str(sgd), str(foreign), str(sgd), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| sgd | 1 |" in text and "| pkg.models:build | 1 |" in text

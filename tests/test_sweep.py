@@ -77,3 +77,9 @@ def test_a_sweep_without_grid_is_the_config_over_seeds(tmp_path):
     summary = run_sweep(None, {}, 2, tmp_path / "s", sets=[*SETS, "method.std=0.1"])
     assert [r["dir"] for r in summary["points"][0]["runs"]] == ["seed=0", "seed=1"]
     assert "none (one point)" in (tmp_path / "s" / "summary.md").read_text()
+
+
+def test_final_seeds_need_a_holdout_split(tmp_path):
+    sets = [s for s in SETS if not s.startswith("data.holdout")]
+    with pytest.raises(ValueError, match="data.holdout"):
+        run_sweep(None, GRID, 1, tmp_path / "s", sets=sets, final_seeds=2)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from damp import __version__
 from damp.config import resolve_corruptions
 from damp.corruptions import PRESETS, corrupt
 from damp.corruptions._common import default_preset
@@ -43,11 +44,14 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
     Args:
         model: takes (B, C, H, W) [0, 1] pixels, returns (B, K) logits (wrap it in
             :class:`damp.models.Normalized` if it expects normalised inputs).
-        images: (N, C, H, W) uint8 or [0, 1] float tensor with ``labels`` (N,), or an iterable of
-            (images, labels) batches of that kind (``labels`` then None).
+        images: (N, C, H, W) uint8 or [0, 1] float tensor (or array) with ``labels`` (N,) class
+            indices, or an iterable of (images, labels) batches of that kind (``labels`` then None).
+            uint8 input is corrupted and re-quantised to uint8 as the reference's saved -C images
+            are; float input stays float, so its numbers differ slightly.
         preset: the corruption constants, "cifar" (32 px), "tiny" (64 px) or "imagenet" (224 px); None
             picks by image size. A preset made for another size is refused.
-        corruptions: "all", "common", "extra", "none", or names.
+        corruptions: "all", "common", "extra", "none", or names. A group skips frost when its
+            textures are not found (``meta.unavailable_corruptions`` says so); frost named alone fails.
         fgsm: epsilons in [0, 1] pixel units.
         batch_size: images per forward pass; a chunk of ``CHUNK`` images (the corruption seeding unit)
             is the largest, whatever larger value is given.
@@ -63,14 +67,15 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
         raise ValueError(f"preset: {preset!r} is not one of {', '.join(PRESETS)} (or None: by image size)")
     if not 0 < batch_size:
         raise ValueError(f"batch_size: must be > 0, got {batch_size}")
-    if any(not (isinstance(s, int) and 1 <= s <= 5) for s in severities) or not severities:
-        raise ValueError(f"severities: integers 1-5, got {list(severities)}")
+    severities = _as_ints(severities, "severities")
+    fgsm = [fgsm] if isinstance(fgsm, (int, float)) else list(fgsm)
+    if any(not 1 <= s <= 5 for s in severities) or not severities:
+        raise ValueError(f"severities: integers 1-5, got {severities}")
     if any(not 0 <= eps <= 1 for eps in fgsm):
-        raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {list(fgsm)}")
-    names = resolve_corruptions(corruptions if isinstance(corruptions, str) else ",".join(corruptions))
-    names, unavailable = available(names, frost_dir)
+        raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {fgsm}")
+    names, unavailable = _available(corruptions, frost_dir)
     aggregate({}, dataset or "cifar10", mce_baseline)  # an unknown baseline fails now, not after the evaluation
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     clean = MetricSums()
@@ -101,13 +106,39 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
     for (name, severity), sums in corrupted.items():
         results_c.setdefault(name, {})[str(severity)] = sums.result()
     dataset = dataset or PRESET_DATASETS[chosen]
-    meta = {"units": UNITS, "dataset": dataset, "model": type(model).__name__, "images": done, "preset": chosen,
-            "corruption_source": f"generated on the fly (damp.corruptions, seed {seed})"}
+    meta = {"units": UNITS, "dataset": dataset, "model": type(model).__name__, "method": None, "images": done,
+            "preset": chosen, "corruption_source": f"generated on the fly (damp.corruptions, seed {seed})",
+            "damp_version": __version__}
     if unavailable:
         meta["unavailable_corruptions"] = unavailable
     return {"clean": clean.result(), "corruptions": results_c, "summary": aggregate(results_c, dataset, mce_baseline),
             "fgsm": [{"eps": float(e), "error": 100.0 * float(w) / done} for e, w in zip(fgsm, wrong)],
             "variants": {}, "meta": meta}
+
+
+def _as_ints(values, name: str) -> list[int]:
+    """Integers (numpy ones too) from a sequence; a one-line ValueError otherwise."""
+    out = []
+    for v in ([values] if isinstance(values, int) else values):
+        if isinstance(v, bool) or int(v) != v:
+            raise ValueError(f"{name}: integers 1-5, got {list(values)}")
+        out.append(int(v))
+    return out
+
+
+def _available(corruptions: str | Sequence[str], frost_dir: str | None) -> tuple[list[str], dict[str, str]]:
+    """The corruptions to run and those skipped: a group skips frost without textures; a list naming it fails."""
+    grouped = isinstance(corruptions, str) and "," not in corruptions
+    names = resolve_corruptions(corruptions if isinstance(corruptions, str) else ",".join(corruptions))
+    names, unavailable = available(names, frost_dir)
+    if unavailable and not grouped:
+        raise ValueError(f"corruptions: {'; '.join(unavailable.values())}")
+    return names, unavailable
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _update(sums: MetricSums, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
@@ -126,6 +157,10 @@ def _check_preset(preset: str | None, x: torch.Tensor) -> str:
 
 def _chunks(images: torch.Tensor | Batches, labels: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Re-cut the input into ``CHUNK``-image chunks in order (the last may be shorter), checking shapes."""
+    if not isinstance(images, torch.Tensor) and hasattr(images, "__array__") and hasattr(images, "shape"):
+        images = torch.as_tensor(images)  # a numpy array
+    if labels is not None and not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
     if isinstance(images, torch.Tensor):
         if labels is None:
             raise ValueError("labels: required with an images tensor")
@@ -151,12 +186,18 @@ def _chunks(images: torch.Tensor | Batches, labels: torch.Tensor | None) -> Iter
 
 
 def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Shapes and dtypes of one (images, labels) batch; float pixels must be in [0, 1] (one host sync)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"images: expected (N, C, H, W) with C in (1, 3), got {getattr(x, 'shape', type(x))}")
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise ValueError(f"images: expected uint8 or float [0, 1] pixels, got {x.dtype}")
     if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"labels: expected ({len(x)},) class indices, got {getattr(y, 'shape', type(y))}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"labels: expected integer class indices, got {y.dtype}")
+    if x.is_floating_point() and len(x) and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
+        raise ValueError(f"images: float pixels must be in [0, 1], got [{float(x.min()):.3g}, {float(x.max()):.3g}] "
+                         "(pass uint8, or divide by 255; normalisation belongs inside the model)")
 
 
 def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, preset: str | None = None,
@@ -166,10 +207,12 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
     model on them, and images x variants per second for the whole benchmark (generation + inference).
 
     Returns {"variants", "images", "generation_s", "inference_s", "images_x_variants_per_s",
-    "generation_share"} (generation time / inference time).
+    "generation_over_inference"}.
     """
-    names, _ = available(resolve_corruptions(corruptions), frost_dir)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    names, _ = _available(corruptions, frost_dir)
+    if not names:
+        raise ValueError("corruptions: nothing to generate (none given, or none available here)")
+    device = torch.device(device) if device is not None else _model_device(model)
     chunks = [(x.to(device), y.to(device)) for x, y in _chunks(images, labels)]
     preset = _check_preset(preset, chunks[0][0])
     generated: list[torch.Tensor] = []
@@ -195,7 +238,7 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
     variants, n = len(names) * len(severities), len(images)
     return {"variants": variants, "images": n, "generation_s": generation, "inference_s": inference,
             "images_x_variants_per_s": variants * n / (generation + inference),
-            "generation_share": generation / inference}
+            "generation_over_inference": generation / inference}
 
 
 def _sync(device: torch.device) -> None:

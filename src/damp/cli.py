@@ -215,7 +215,16 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
 
     import_factory(args.model)  # a bad path is one line before any output
     if args.weights is not None and not Path(args.weights).is_file():
-        raise FileNotFoundError(f"--weights: {args.weights} not found")
+        raise FileNotFoundError(f"--weights: {args.weights} " + (
+            f"is a directory; name the file (e.g. {Path(args.weights) / 'last.pt'})"
+            if Path(args.weights).is_dir() else "not found"))
+    for item in args.set or []:
+        if item.split("=", 1)[0].strip() in ("model.name", "data.name"):
+            raise ValueError(f"--set {item}: use --model / --data for the model and the dataset")
+    variant_flags = [f"--imagenet-{k}" for k in ("a", "sketch", "drawing", "cartoon", "d", "c-bar", "d-map")
+                     if getattr(args, f"imagenet_{k.replace('-', '_')}")]
+    if variant_flags:
+        raise ValueError(f"{', '.join(variant_flags)}: the ImageNet variants are evaluated for runs, not with --model")
     out = Path(args.out or "evaluation.json")
     _refuse_existing(out, args.overwrite)
     bar = progress_bar(None, "evaluate (images)", not args.quiet)
@@ -259,7 +268,7 @@ def _bench_model(args: argparse.Namespace, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2))
     print(f"{args.model}: {row['images_x_variants_per_s']:.0f} images x variants / s ({row['variants']} variants); "
-          f"generation {row['generation_s']:.1f} s = {100 * row['generation_share']:.1f} % of inference "
+          f"generation {row['generation_s']:.1f} s = {100 * row['generation_over_inference']:.1f} % of inference "
           f"{row['inference_s']:.1f} s")
     print(f"wrote {out}")
     return 0
@@ -294,6 +303,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _refuse_existing(out, args.overwrite)
     if args.model is not None:
         return _bench_model(args, out)
+    only_with_model = {"--image-size": 32, "--channels": 3, "--classes": 10, "--images": 500, "--corruptions": "all",
+                       "--frost-dir": None}
+    given = [flag for flag, default in only_with_model.items()
+             if getattr(args, flag[2:].replace("-", "_")) != default]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --model (the default bench measures fixed setups)")
     results = run_bench(args.device, args.quick, progress=lambda msg: print(f"measuring {msg} ...", file=sys.stderr))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -352,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "set data.holdout (e.g. 0.1) so the selection has a hold-out error")
     sw.add_argument("--out", required=True, help="sweep directory: one run directory per run, summary.md/.json")
     sw.add_argument("--resume", action="store_true", help="skip finished runs and resume the unfinished one")
-    sw.add_argument("--quiet", action="store_true", help="no progress bars")
+    sw.add_argument("--quiet", action="store_true", help="no sweep progress bar (each run's own bar: "
+                    "--set trainer.progress=false)")
     sw.set_defaults(func=cmd_sweep)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run, or any model by its factory: clean, corruptions, "
@@ -367,11 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "cifar10, cifar100, tiny_imagenet, imagenet)")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --model: config override, e.g. "
                     "--set model.kwargs.depth=2 --set model.normalize=true (repeatable)")
-    ev.add_argument("--corruptions", help="all, common, extra, none or comma-separated names (default: the run's)")
-    ev.add_argument("--severities", type=_severities, help="comma-separated 1-5 (default: the run's)")
+    ev.add_argument("--corruptions", help="all, common, extra, none or comma-separated names (default: the run's; "
+                    "with --model: all)")
+    ev.add_argument("--severities", type=_severities, help="comma-separated 1-5 (default: the run's; with --model: "
+                    "1-5)")
     ev.add_argument("--c-dir", help="released -C files: CIFAR-10/100-C .npy folder or Tiny/ImageNet-C folders")
     ev.add_argument("--fgsm", type=float, nargs="*", help="FGSM epsilons in [0, 1] pixel units (ImageNet: 2/224 "
-                                                          "= 0.00893 in the paper); default: the run's")
+                    "= 0.00893 in the paper); default: the run's (with --model: none)")
     ev.add_argument("--seed", type=int, default=0, help="seed of on-the-fly corruptions (default: 0)")
     ev.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ev.add_argument("--data-root", help="where the run's dataset lives now (overrides the saved data.root)")

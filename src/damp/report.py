@@ -71,7 +71,10 @@ def load_run(path: str | Path) -> Run:
         raise ValueError(f"{results_file}: not a damp results file (no clean error)")
     meta = results.get("meta") if isinstance(results.get("meta"), dict) else {}
     dataset = (cfg.get("data") or {}).get("name") or meta.get("dataset")
-    return Run(path, run_label(cfg), int(cfg.get("seed") or 0), results, dataset, cfg)
+    # An evaluation of a model damp did not train (`damp evaluate --model`) has no method: name it by its model.
+    foreign = not cfg and "method" in meta and meta["method"] is None
+    label = str(meta.get("model") or path.name) if foreign else run_label(cfg)
+    return Run(path, label, int(cfg.get("seed") or 0), results, dataset, cfg)
 
 
 def group(runs: list[Run]) -> dict[str, list[Run]]:
@@ -259,7 +262,8 @@ def plot_damp_vs_daap(groups: dict[str, list[Run]], path: Path) -> None:
 def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | None = None,
                  title: str = "damp report") -> Path:
     """Write ``out/report.md`` and its figures for the given runs; returns the report path."""
-    runs = [load_run(p) for p in run_dirs]
+    unique = {Path(p).resolve(): p for p in reversed(run_dirs)}  # each run once, as first named
+    runs = [load_run(p) for p in reversed(unique.values())]
     if not runs:
         raise ValueError("no runs given")
     groups = group(runs)

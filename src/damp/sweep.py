@@ -79,6 +79,8 @@ def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: s
     _check_out(out, spec, resume)
     runs = plan_runs(grid, seeds)
     configs = {run: load_config(config, [*sets, *run.overrides()]) for run in runs}
+    if final_seeds > seeds and any(cfg.data.holdout == 0 for cfg in configs.values()):
+        raise ValueError("--final-seeds selects on the hold-out split: set data.holdout (e.g. --set data.holdout=0.1)")
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
     results = {run: _run_once(run, configs[run], out, on_run) for run in runs}
@@ -89,6 +91,7 @@ def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: s
         configs[run] = load_config(config, [*sets, *run.overrides()])
         results[run] = _run_once(run, configs[run], out, on_run)
     summary = {"grid": grid, "points": summarize_points(runs + extra, results, configs), "selection": selection,
+               "tuning_seeds": seeds,
                "protocol": "best grid point per method by the mean hold-out error (data.holdout) over seeds "
                            f"0..{seeds - 1}" + (f"; the selected point then runs seeds up to {final_seeds - 1}"
                                                if final_seeds > seeds else "")}

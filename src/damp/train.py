@@ -120,7 +120,7 @@ def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> d
 
 def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device, resume: bool,
             overwrite: bool) -> tuple[Run, dict | None]:
-    """Check the run directory, write config.yaml, build data, model, method and optimizer.
+    """Check the run directory, build data, model, method and optimizer, then write config.yaml.
 
     Returns the run and the checkpoint to restore (None for a fresh start).
     """
@@ -128,9 +128,6 @@ def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.devi
     barrier()
     if not is_main() and resume and find_checkpoint(out) is not None:
         state = load_checkpoint(find_checkpoint(out))
-    if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
     t = cfg.trainer
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=cfg.model.name.startswith("vit"))
@@ -145,6 +142,9 @@ def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.devi
     run = Run(cfg, out, rank, world, device, bundle, model, build_method(cfg, world), optimizer,
               build_scheduler(cfg.optim, optimizer, total, len(bundle.train)),
               torch.amp.GradScaler(device.type) if t.precision == "fp16" else None, total)
+    if is_main():  # only once everything is built, so a model or data error leaves the directory as it was
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
     return run, state
 
 

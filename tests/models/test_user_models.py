@@ -189,3 +189,36 @@ def test_bench_reports_benchmark_throughput_for_a_user_model(tmp_path, capsys):
     assert row["variants"] == 15 and row["images"] == 40 and row["inference_s"] > 0 and row["generation_s"] > 0
     assert row["images_x_variants_per_s"] == pytest.approx(600 / (row["generation_s"] + row["inference_s"]))
     assert "images x variants / s" in capsys.readouterr().out
+
+
+def test_review_fixes_for_foreign_models(tmp_path, monkeypatch, capsys):
+    """Normalised runs reload through --weights; import failures, directories and bad pixels are one line;
+    a failed build leaves the run directory empty; frost named alone must be available."""
+    sets = [*QUICK, "model.name=tests.user_models:biased", "model.normalize=true", "model.kwargs={width: 4}",
+            "eval.corruptions=none", "eval.fgsm=[]"]
+    results = train(load_config(None, sets), tmp_path / "run")
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", "tests.user_models:biased", "--set", "model.normalize=true",
+                 "--set", "model.kwargs={width: 4}", "--weights", str(tmp_path / "run" / "last.pt"),
+                 "--data", "digits", "--corruptions", "none", "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["clean"]["error"] == pytest.approx(results["clean"]["error"])
+    (tmp_path / "broken_models.py").write_text("def build(:\n")
+    (tmp_path / "raising_models.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module, message in (("broken_models", "SyntaxError"), ("raising_models", "RuntimeError: no GPU here")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [f"model.name={module}:build"])
+    assert main(["evaluate", "--model", "tests.user_models:biased", "--data", "digits", "--weights",
+                 str(tmp_path / "run"), "--out", str(out), "--overwrite", "--quiet"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    (tmp_path / "bad_factory.py").write_text("def build(num_classes, in_channels):\n    raise ValueError('nope')\n")
+    with pytest.raises(ValueError, match="nope"):
+        train(load_config(None, [*QUICK, "model.name=bad_factory:build"]), tmp_path / "failed")
+    assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").iterdir())
+    model = user_models.biased(num_classes=10, in_channels=1)
+    images, labels = _digits_test()
+    with pytest.raises(ValueError, match=r"float pixels must be in \[0, 1\]"):
+        damp.benchmark(model, images.float(), labels, corruptions="none")
+    (tmp_path / "no_textures").mkdir()
+    with pytest.raises(ValueError, match="frost"):
+        damp.benchmark(model, images, labels, corruptions=["frost"], frost_dir=str(tmp_path / "no_textures"))

@@ -34,10 +34,12 @@ def import_factory(path: str) -> Callable[..., nn.Module]:
     try:
         module = _import(module_name)
     except ModuleNotFoundError as err:
-        if err.name is not None and module_name.startswith(err.name):
+        if _is_prefix(err.name, module_name):
             raise ValueError(f"model.name: no module {module_name!r} (is it installed, or in the current "
                              "directory?)") from None
         raise ValueError(f"model.name: importing {module_name!r} failed: {err}") from None
+    except Exception as err:  # noqa: BLE001 - the user's module: a syntax error, or anything it raises on import
+        raise ValueError(f"model.name: importing {module_name!r} failed: {type(err).__name__}: {err}") from None
     target: Any = module
     for part in attribute.split("."):
         target = getattr(target, part, None)
@@ -48,12 +50,17 @@ def import_factory(path: str) -> Callable[..., nn.Module]:
     return target
 
 
+def _is_prefix(missing: str | None, module_name: str) -> bool:
+    """Whether the missing module is ``module_name`` or a package above it (not a dependency it imports)."""
+    return missing is not None and (module_name == missing or module_name.startswith(missing + "."))
+
+
 def _import(module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         cwd = os.getcwd()
-        if err.name is None or not module_name.startswith(err.name) or cwd in sys.path:
+        if not _is_prefix(err.name, module_name) or cwd in sys.path:
             raise
         sys.path.insert(0, cwd)
         return importlib.import_module(module_name)
@@ -104,13 +111,17 @@ def load_weights(model: nn.Module, path: str) -> None:
     Raises a one-line FileNotFoundError / ValueError when the file is missing, not a checkpoint, or
     does not fit the model.
     """
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"--weights: {path} is a directory; name the file (e.g. {path}/last.pt)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--weights: {path} not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle/zip errors have many types; the message says which
-        raise ValueError(f"--weights: {path} is not a torch checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        if "weights_only" in str(err):
+            raise ValueError(f"--weights: {path} pickles Python objects, so it cannot be loaded safely "
+                             "(weights_only=True); save model.state_dict() instead") from None
+        raise ValueError(f"--weights: {path} is not a torch checkpoint ({type(err).__name__})") from None
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):
@@ -119,8 +130,12 @@ def load_weights(model: nn.Module, path: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"--weights: {path} holds no state dict (a mapping of tensors, or one under "
                          "'model' or 'state_dict')")
+    state = strip_prefixes(state)
+    own = model.state_dict()
+    if state and all(k.startswith("model.") for k in state) and not all(k.startswith("model.") for k in own):
+        state = {k[len("model."):]: v for k, v in state.items()}  # a damp run with model.normalize (Normalized)
     try:
-        model.load_state_dict(strip_prefixes(state))
+        model.load_state_dict(state)
     except RuntimeError as err:
         detail = " ".join(line.strip() for line in str(err).splitlines()[:2])
         raise ValueError(f"--weights: {path} does not fit the model ({detail[:300]})") from None
