@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from damp import __version__
-from damp.config import resolve_corruptions
-from damp.corruptions import PRESETS, corrupt
+from damp.config import load_config, resolve_corruptions
+from damp.corruptions import PRESETS
 from damp.corruptions._common import default_preset
-from damp.corruptions.dataset import CHUNK, chunk_seed
-from damp.evaluate import available, fgsm_wrong
+from damp.corruptions.dataset import CHUNK, corrupt_chunk
+from damp.data.build import build_data
+from damp.evaluate import available, check_evaluation_inputs, evaluate, fgsm_wrong
 from damp.metrics import UNITS, MetricSums, aggregate
+from damp.models import Normalized, model_for
+from damp.models.user import load_weights
 from damp.pixels import to_unit_float
 
 # The dataset whose aggregates (heatmap columns, mCE) a preset's results follow.
@@ -88,8 +92,7 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
             x, y = x.to(device), y.to(device)
             _update(clean, model, to_unit_float(x), y, batch_size)
             for (name, severity), sums in corrupted.items():
-                generator = torch.Generator(device=device).manual_seed(chunk_seed(seed, name, severity, index))
-                xc = corrupt(x, name, severity, preset=chosen, generator=generator, frost_dir=frost_dir)
+                xc = corrupt_chunk(x, name, severity, index, seed=seed, preset=chosen, frost_dir=frost_dir)
                 _update(sums, model, to_unit_float(xc), y, batch_size)
             if fgsm:
                 for start in range(0, len(y), batch_size):
@@ -221,8 +224,7 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
     for name in names:
         for severity in severities:
             for index, (x, _) in enumerate(chunks):
-                gen = torch.Generator(device=device).manual_seed(chunk_seed(0, name, severity, index))
-                generated.append(corrupt(x, name, severity, preset=preset, generator=gen, frost_dir=frost_dir))
+                generated.append(corrupt_chunk(x, name, severity, index, preset=preset, frost_dir=frost_dir))
     _sync(device)
     generation = time.perf_counter() - start
     was_training = model.training
@@ -259,14 +261,6 @@ def evaluate_factory_model(model_path: str, data: str, *, weights: str | None = 
     checkpoint holding one) is loaded into it. On-the-fly corruptions go through :func:`benchmark`,
     so the numbers equal the Python API's; released files (``c_dir``) through :func:`damp.evaluate.evaluate`.
     """
-    from dataclasses import replace
-
-    from damp.config import load_config
-    from damp.data.build import build_data
-    from damp.evaluate import check_evaluation_inputs, evaluate
-    from damp.models import Normalized, model_for
-    from damp.models.user import load_weights
-
     overrides = [f"data.name={data}", f"model.name={model_path}", *sets]
     cfg = load_config(None, overrides)
     cfg = replace(cfg, data=replace(cfg.data, root=data_root if data_root is not None else cfg.data.root,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from damp import methods
+from damp.report import _mean_std as _stats
 from damp.report import (Run, comparison_table, corruption_error_ratios, group, load_run, plot_damp_vs_daap,
                          plot_heatmap, plot_severity_curves, severity_errors)
 
@@ -58,11 +59,8 @@ def arm(run: Run) -> str:
     return f"{name} + {corruption}" if corruption else name
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _pm(values: list[float]) -> str:
+    """mean ± std, the std shown even for one value (0.00), so every cell of a table has both."""
     mean, std = _stats(values)
     return f"{mean:.2f} ± {std:.2f}"
 
@@ -138,13 +136,14 @@ def claim_additive(arms: dict[str, list[Run]], grid: list[Run]) -> str:
     """Claim 3: multiplicative (DAMP) beats additive (DAAP) noise; DAAP is only slightly better than SGD."""
     damp, daap, sgd = (arms[a] for a in ("damp", "daap", "sgd"))
     means = {a: _stats([_corruption_mean(r) for r in arms[a]])[0] for a in ("damp", "daap", "sgd")}
-    by_point: dict[str, list[float]] = {}
+    by_point: dict[tuple[str, str], list[float]] = {}  # (arm, label) -> corruption errors of its seeds
     for run in grid:
         if arm(run) in ("damp", "daap"):
-            by_point.setdefault(run.label, []).append(_corruption_mean(run))
-    points = "; ".join(f"{label} {statistics.fmean(v):.2f}" for label, v in sorted(by_point.items()))
-    best = {a: min([v for label, v in ((lb, statistics.fmean(x)) for lb, x in by_point.items())
-                    if label.startswith(a)], default=float("inf")) for a in ("damp", "daap")}
+            by_point.setdefault((arm(run), run.label), []).append(_corruption_mean(run))
+    point_means = {key: statistics.fmean(v) for key, v in sorted(by_point.items())}
+    points = "; ".join(f"{label} {m:.2f}" for (_, label), m in point_means.items())
+    best = {a: min((m for (a2, _), m in point_means.items() if a2 == a), default=float("inf"))
+            for a in ("damp", "daap")}
     verdict = "reproduced" if means["damp"] < means["daap"] and best["damp"] < best["daap"] else \
         "partly reproduced" if means["damp"] < means["daap"] or best["damp"] < best["daap"] else "not reproduced"
     return (f"**{verdict.capitalize()}.** Mean corruption error of the selected points: {damp[0].label} "
@@ -275,28 +274,21 @@ def _headline(arms: dict[str, list[Run]]) -> list[str]:
 
 
 def _claims(groups, arms, ratios, tuning, dataset) -> list[str]:
+    claims = [  # (heading, the arms it needs, the paragraph)
+        ("DAMP vs SGD per severity (claim 1)", ("sgd", "damp"), lambda: claim_severity(arms, "sgd")),
+        ("DAMP vs Dropout per severity (claim 1)", ("dropout", "damp"), lambda: claim_severity(arms, "dropout")),
+        ("Single-corruption training vs DAMP in breadth (claim 2)", ("sgd", "damp"),
+         lambda: claim_breadth(groups, arms, dataset) if any(" + " in a for a in arms)
+         else "Not assessed: no single-corruption runs."),
+        ("DAMP vs DAAP (claim 3)", ("sgd", "damp", "daap"),
+         lambda: claim_additive(arms, [*tuning, *arms["damp"], *arms["daap"]])),
+        ("DAMP vs SAM/ASAM per unit of training time (claims 4, 5)", ("sgd", "damp", "sam"),
+         lambda: claim_cost(arms, ratios)),
+    ]
     sections = []
-    need = {"DAMP vs SGD per severity (claim 1)": ("sgd", "damp"),
-            "DAMP vs Dropout per severity (claim 1)": ("dropout", "damp"),
-            "Single-corruption training vs DAMP in breadth (claim 2)": ("sgd", "damp"),
-            "DAMP vs DAAP (claim 3)": ("sgd", "damp", "daap"),
-            "DAMP vs SAM/ASAM per unit of training time (claims 4, 5)": ("sgd", "damp", "sam")}
-    for heading, required in need.items():
+    for heading, required, paragraph in claims:
         missing = [a for a in required if a not in arms]
-        if missing:
-            sections += [f"### {heading}", "", f"Not assessed: no {', '.join(missing)} runs.", ""]
-            continue
-        if heading.startswith("DAMP vs SGD"):
-            body = claim_severity(arms, "sgd")
-        elif heading.startswith("DAMP vs Dropout"):
-            body = claim_severity(arms, "dropout")
-        elif heading.startswith("Single"):
-            body = claim_breadth(groups, arms, dataset) if any(" + " in a for a in arms) else \
-                "Not assessed: no single-corruption runs."
-        elif heading.startswith("DAMP vs DAAP"):
-            body = claim_additive(arms, [r for r in tuning] + arms["damp"] + arms["daap"])
-        else:
-            body = claim_cost(arms, ratios)
+        body = f"Not assessed: no {', '.join(missing)} runs." if missing else paragraph()
         sections += [f"### {heading}", "", body, ""]
     return sections
 

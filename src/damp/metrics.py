@@ -27,16 +27,9 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, bins: int
     >>> m["error"]
     50.0
     """
-    logits = logits.float()
-    probs = logits.softmax(-1)
-    confidence, prediction = probs.max(-1)
-    correct = (prediction == labels).float()
-    nll = F.cross_entropy(logits, labels).item()
-    edges = torch.linspace(0, 1, bins + 1, device=logits.device)
-    which = torch.bucketize(confidence, edges[1:-1], right=False)  # bin i covers (edge_i, edge_i+1]
-    gap = torch.zeros(bins, device=logits.device).index_add_(0, which, confidence - correct)
-    ece = gap.abs().sum() / max(len(labels), 1)
-    return {"error": 100.0 * (1.0 - correct.mean().item()), "nll": nll, "ece": 100.0 * ece.item()}
+    sums = MetricSums(bins)  # one formula for whole sets and for streamed batches
+    sums.update(logits, labels)
+    return sums.result()
 
 
 class MetricSums:
@@ -66,9 +59,9 @@ class MetricSums:
         """{"error" (%), "nll" (nats), "ece" (%)} over every batch so far."""
         if self.sums is None:
             raise ValueError("no batches were evaluated")
-        sums = self.sums.cpu()
-        return {"error": 100.0 * float(sums[0]) / self.count, "nll": float(sums[1]) / self.count,
-                "ece": 100.0 * float(sums[2:].abs().sum()) / self.count}
+        sums, count = self.sums.cpu(), max(self.count, 1)
+        return {"error": 100.0 * float(sums[0]) / count, "nll": float(sums[1]) / count,
+                "ece": 100.0 * float(sums[2:].abs().sum()) / count}
 
 
 def summarize(results: dict[str, dict[str, dict[str, float]]]) -> dict:

@@ -98,9 +98,7 @@ def test_user_model_trains_and_evaluates_by_cli_and_api(factory, method, tmp_pat
     cli = json.loads(out.read_text())
     model = getattr(user_models, factory)(num_classes=10, in_channels=1)
     model.load_state_dict(state["model"])
-    from damp.data import load_array_dataset
-    data = load_array_dataset("digits")
-    api = damp.benchmark(model, data.test_images, data.test_labels, preset="cifar",
+    api = damp.benchmark(model, *_digits_test(), preset="cifar",
                          corruptions=["gaussian_noise", "contrast"], severities=(1, 5), fgsm=(0.01,))
     assert cli["clean"] == api["clean"] and cli["corruptions"] == api["corruptions"] and cli["fgsm"] == api["fgsm"]
     assert cli["summary"] == api["summary"] and set(cli) == set(results)

@@ -46,9 +46,16 @@ def corrupted_chunks(images: torch.Tensor, name: str, severity: int, *, seed: in
     get(name)
     device = torch.device(device)
     for index, start in enumerate(range(0, len(images), CHUNK)):
-        x = images[start:start + CHUNK].to(device)
-        gen = torch.Generator(device=device).manual_seed(chunk_seed(seed, name, severity, index))
-        yield corrupt(x, name, severity, preset=preset, generator=gen, frost_dir=frost_dir)
+        yield corrupt_chunk(images[start:start + CHUNK].to(device), name, severity, index, seed=seed,
+                            preset=preset, frost_dir=frost_dir)
+
+
+def corrupt_chunk(x: torch.Tensor, name: str, severity: int, chunk_index: int, *, seed: int = 0,
+                  preset: str | None = None, frost_dir: str | None = None) -> torch.Tensor:
+    """Chunk ``chunk_index`` (images [index * CHUNK, (index + 1) * CHUNK) of the set, (B, C, H, W) on
+    its device) corrupted with that chunk's generator: the one place the seeding contract is applied."""
+    gen = torch.Generator(device=x.device).manual_seed(chunk_seed(seed, name, severity, chunk_index))
+    return corrupt(x, name, severity, preset=preset, generator=gen, frost_dir=frost_dir)
 
 
 def _atomic_npy(path: Path, shape: tuple, fill: Callable[[np.ndarray], None]) -> None:
