@@ -37,22 +37,27 @@ from damp.dist import unwrap
 from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, local_subbatches,
                                run_backward)
 from damp.methods.perturb import ParamSelector, snapshot, split_batch
-from damp.methods.subbatch import Perturbed, check_modes, plan, subbatch_forward
+from damp.methods.layer_kernels import Copies
+from damp.methods.subbatch import SubBatchExecutor, check_modes, executor_for
 from damp.methods.sync_batchnorm import process_group
 
 
-def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator]) -> list[torch.Tensor]:
+def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator],
+               out: torch.Tensor | None = None) -> list[torch.Tensor]:
     """N(0, std^2) noise for M sub-batches: row m of one (M, P) float32 buffer comes from ``generators[m]``.
 
     Returns, per tensor of ``params``, an (M, *shape) view of the buffer, so the M perturbed copies
     are built without stacking. Each row is one flat draw over all P elements in order, so sub-batch
-    m's noise depends only on its generator and the parameter sizes.
+    m's noise depends only on its generator and the parameter sizes. ``out`` (an (M, P) float32
+    tensor on the generators' device) is filled instead of a new buffer.
     """
     sizes = [p.numel() for p in params]
-    buffer = torch.empty(len(generators), sum(sizes), device=generators[0].device, dtype=torch.float32)
-    for row, gen in zip(buffer, generators):
+    shape = (len(generators), sum(sizes))
+    if out is None or out.shape != shape or out.device != generators[0].device:
+        out = torch.empty(shape, device=generators[0].device, dtype=torch.float32)
+    for row, gen in zip(out, generators):
         row.normal_(0.0, std, generator=gen)
-    return [chunk.view(len(generators), *p.shape) for chunk, p in zip(buffer.split(sizes, dim=1), params)]
+    return [chunk.view(len(generators), *p.shape) for chunk, p in zip(out.split(sizes, dim=1), params)]
 
 
 def _like_params(params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -90,6 +95,9 @@ class WeightNoise(Method):
         # No global RNG: an unseeded method takes fresh OS entropy, recorded in state_dict().
         self.seed = seeding.entropy_seed() if seed is None else seed
         self.step = 0
+        # The (M, P) noise buffer, reused across steps (allocating 8 x the weights every step costs
+        # page faults on a CPU); scratch space, not state.
+        self._buffer: torch.Tensor | None = None
 
     def hparams(self) -> dict[str, Any]:
         return {"std": self.std, "num_perturbations": self.num_perturbations, "seed": self.seed}
@@ -102,16 +110,32 @@ class WeightNoise(Method):
         self.step = int(state["step"])
 
     def draw(self, params: list[torch.Tensor], subbatches: range, device: torch.device) -> list[torch.Tensor]:
-        """(M, *shape) noise per parameter; row m is a pure function of (seed, step, global sub-batch m)."""
-        return draw_noise(params, self.std, [seeding.generator(device, self.seed, seeding.NOISE, self.step, m)
-                                             for m in subbatches])
+        """(M, *shape) noise per parameter; row m is a pure function of (seed, step, global sub-batch m).
 
-    def copies(self, param: torch.Tensor, noise: torch.Tensor) -> Perturbed:
-        """The M perturbed values of ``param`` from its (M, *shape) noise: w + w * eps or w + eps.
-
-        The perturbation carries no gradient, so dL/dw sums the gradients *at* the M copies.
+        The views share one buffer that the next call overwrites.
         """
-        return Perturbed(param, noise * param.detach() if self.multiplicative else noise)
+        shape = (len(subbatches), sum(p.numel() for p in params))
+        if self._buffer is None or self._buffer.shape != shape or self._buffer.device != torch.device(device):
+            self._buffer = torch.empty(shape, device=device, dtype=torch.float32)
+        generators = [seeding.generator(device, self.seed, seeding.NOISE, self.step, m) for m in subbatches]
+        return draw_noise(params, self.std, generators, out=self._buffer)
+
+    @torch.no_grad()
+    def copies(self, params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[Copies]:
+        """The M perturbed values of each parameter, w + w * eps (DAMP) or w + eps (DAAP).
+
+        Written into the noise buffer itself where the dtypes allow (no new (M, P) tensor). The
+        copies carry no gradient: ``base`` receives the sum of the gradients *at* the M copies.
+        """
+        out = []
+        for p, eps in zip(params, noise):
+            values = eps if eps.dtype == p.dtype and eps.device == p.device else eps.to(p)
+            w = p.detach()
+            if self.multiplicative:
+                values.mul_(w)
+            values.add_(w)
+            out.append(Copies(values, p))
+        return out
 
     def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
                  *, scaler: torch.amp.GradScaler | None = None,
@@ -120,14 +144,13 @@ class WeightNoise(Method):
         chunks = split_batch(inputs, targets, len(subbatches))
         params = [p for _, p in self.select_params(model)]
         device = params[0].device if params else inputs.device
-        kernels, owners = plan(self.executor, self.batchnorm, unwrap(model), params, device)
+        executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, len(subbatches),
+                                process_group())
         noise = self.draw(params, subbatches, device)
         self.step += 1
-        if kernels != "loop":
-            copies = [self.copies(p, eps.to(p.dtype)) for p, eps in zip(params, noise)]  # (M, ...) each
-            with subbatch_forward(unwrap(model), owners, copies, len(subbatches), kernels, process_group()) as run:
+        if isinstance(executor, SubBatchExecutor):
+            with executor.running(self.copies(params, noise)):
                 loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
-                run.check()
                 run_backward(loss, scaler)
             return loss.detach()
         perturb_ = perturb_multiplicative_ if self.multiplicative else perturb_additive_

@@ -33,7 +33,8 @@ from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, 
                                run_backward)
 from damp.methods.perturb import (ParamSelector, frozen_batchnorm_stats, snapshot, split_batch,
                                   trainable_parameters)
-from damp.methods.subbatch import Perturbed, check_modes, plan, subbatch_forward
+from damp.methods.layer_kernels import Copies
+from damp.methods.subbatch import SubBatchExecutor, check_modes, executor_for
 from damp.methods.sync_batchnorm import process_group
 
 # davda54/sam and the official ASAM code add this to the norm to avoid 0/0 at a stationary point.
@@ -118,21 +119,20 @@ class SAM(Method):
         chunks = split_batch(inputs, targets, m_local)
         params = trainable_parameters(model)
         scales = self.scales(model, params)  # from the clean weights, the same for every sub-batch
-        kernels, owners = plan(self.executor, self.batchnorm, unwrap(model), params, params[0].device)
-        if kernels == "loop":
+        executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, m_local, process_group())
+        if not isinstance(executor, SubBatchExecutor):
             return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
-        run_copies = lambda copies: subbatch_forward(unwrap(model), owners, copies, m_local, kernels,  # noqa: E731
-                                                     process_group())
-        clean = [p.unsqueeze(0).expand(m_local, *p.shape) for p in params]
-        with run_copies(clean) as run, grad_sync(model, enabled=False):
+        # Ascent pass: one gradient per sub-batch, with respect to its own copy of the clean weights.
+        clean = [p.detach().expand(m_local, *p.shape).requires_grad_() for p in params]
+        with executor.running([Copies(c) for c in clean]), grad_sync(model, enabled=False):
             loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
-            run.check()
             scaled_loss = scaler.scale(loss) if scaler is not None else loss
             grads = torch.autograd.grad(scaled_loss, clean, allow_unused=True)
         grads = [torch.zeros_like(c) if g is None else g for g, c in zip(grads, clean)]
         eps = subbatch_ascent(grads, self.rho, scales)
-        perturbed = [Perturbed(p, e.to(p.dtype)) for p, e in zip(params, eps)]
-        with run_copies(perturbed), frozen_batchnorm_stats(model):
+        with torch.no_grad():  # descent pass at omega + eps_m, the gradient summed into omega
+            perturbed = [Copies(e.to(p.dtype).add_(p), p) for p, e in zip(params, eps)]
+        with executor.running(perturbed), frozen_batchnorm_stats(model):
             run_backward(forward_loss(model, inputs, targets, loss_fn, autocast_dtype), scaler)
         return loss.detach()
 

@@ -1,7 +1,7 @@
 """Plain single-pass training (the SGD baseline; with dropout in the model it is the Dropout baseline).
 
 Under torch.distributed, BatchNorm statistics are synchronised over all processes, as for every
-method (methods/subbatch.py), so N processes train as one process on the global batch would.
+method (methods/sync_batchnorm.py), so N processes train as one process on the global batch would.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from torch import nn
 
 from damp.dist import unwrap
 from damp.methods.base import LossFn, Method, forward_loss, run_backward
-from damp.methods.subbatch import subbatch_forward
-from damp.methods.sync_batchnorm import process_group
+from damp.methods.sync_batchnorm import process_group, synced_batchnorm
 
 
 class SGD(Method):
@@ -36,11 +35,7 @@ class SGD(Method):
     def backward(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn,
                  *, scaler: torch.amp.GradScaler | None = None,
                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        group = process_group()
-        if group is None:
+        with synced_batchnorm(unwrap(model), process_group()):
             loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
-        else:
-            with subbatch_forward(unwrap(model), {}, [], 1, group=group):
-                loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
         run_backward(loss, scaler)
         return loss.detach()
