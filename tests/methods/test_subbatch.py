@@ -196,3 +196,26 @@ def test_split_and_fused_agree_under_bf16_autocast():
         out[executor] = torch.cat([p.grad.flatten() for p in m.parameters()])
     assert all(p.grad is None for p in model.parameters())
     assert ((out["split"] - out["fused"]).norm() / out["fused"].norm()) < 0.02
+
+
+@pytest.mark.parametrize("executor", ["split", "fused"])
+@pytest.mark.parametrize("name", list(NOISY))
+def test_torch_compile_traces_each_pass_once(name, executor):
+    """Five steps of a compiled BatchNorm model: one graph per forward pass, none after the first step."""
+    import torch._dynamo
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8, width=4)
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    method = methods.build(name, num_perturbations=2, executor=executor, **NOISY[name])
+    x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    graphs = []
+    for _ in range(5):
+        model.zero_grad()
+        method.backward(compiled, x, y, cross_entropy)
+        graphs.append(counter.frame_count)
+    passes = 2 if name in ("sam", "asam") else 1
+    assert graphs == [passes] * 5

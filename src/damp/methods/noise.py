@@ -43,21 +43,27 @@ from damp.methods.sync_batchnorm import process_group
 
 
 def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator],
-               out: torch.Tensor | None = None) -> list[torch.Tensor]:
+               out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """N(0, std^2) noise for M sub-batches: row m of one (M, P) float32 buffer comes from ``generators[m]``.
 
     Returns, per tensor of ``params``, an (M, *shape) view of the buffer, so the M perturbed copies
     are built without stacking. Each row is one flat draw over all P elements in order, so sub-batch
-    m's noise depends only on its generator and the parameter sizes. ``out`` (an (M, P) float32
-    tensor on the generators' device) is filled instead of a new buffer.
+    m's noise depends only on its generator and the parameter sizes. ``out``, views of one (M, P)
+    float32 buffer as returned before, is filled instead of a new buffer.
     """
     sizes = [p.numel() for p in params]
-    shape = (len(generators), sum(sizes))
-    if out is None or out.shape != shape or out.device != generators[0].device:
-        out = torch.empty(shape, device=generators[0].device, dtype=torch.float32)
-    for row, gen in zip(out, generators):
+    if not params:
+        return []
+    if out is None:
+        buffer = torch.empty(len(generators), sum(sizes), device=generators[0].device, dtype=torch.float32)
+        out = [chunk.view(len(generators), *p.shape) for chunk, p in zip(buffer.split(sizes, dim=1), params)]
+    buffer = out[0]._base if out and out[0]._base is not None else None
+    rows = buffer if buffer is not None and buffer.shape == (len(generators), sum(sizes)) else None
+    if rows is None:
+        raise ValueError("out must be the views draw_noise returned for these parameters")
+    for row, gen in zip(rows, generators):
         row.normal_(0.0, std, generator=gen)
-    return [chunk.view(len(generators), *p.shape) for chunk, p in zip(out.split(sizes, dim=1), params)]
+    return out
 
 
 def _like_params(params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -95,9 +101,9 @@ class WeightNoise(Method):
         # No global RNG: an unseeded method takes fresh OS entropy, recorded in state_dict().
         self.seed = seeding.entropy_seed() if seed is None else seed
         self.step = 0
-        # The (M, P) noise buffer, reused across steps (allocating 8 x the weights every step costs
-        # page faults on a CPU); scratch space, not state.
-        self._buffer: torch.Tensor | None = None
+        # Views of the (M, P) noise buffer, reused across steps (allocating 8 x the weights every
+        # step costs page faults on a CPU); scratch space, not state.
+        self._views: list[torch.Tensor] | None = None
 
     def hparams(self) -> dict[str, Any]:
         return {"std": self.std, "num_perturbations": self.num_perturbations, "seed": self.seed}
@@ -114,11 +120,15 @@ class WeightNoise(Method):
 
         The views share one buffer that the next call overwrites.
         """
-        shape = (len(subbatches), sum(p.numel() for p in params))
-        if self._buffer is None or self._buffer.shape != shape or self._buffer.device != torch.device(device):
-            self._buffer = torch.empty(shape, device=device, dtype=torch.float32)
+        shapes = [(len(subbatches), *p.shape) for p in params]
+        if self._views is None or [tuple(v.shape) for v in self._views] != shapes \
+                or self._views[0].device != torch.device(device):
+            # The same view objects every step: torch.compile guards on their identity.
+            buffer = torch.empty(len(subbatches), sum(p.numel() for p in params), device=device)
+            self._views = [chunk.view(shape) for chunk, shape in zip(buffer.split([p.numel() for p in params], 1),
+                                                                     shapes)]
         generators = [seeding.generator(device, self.seed, seeding.NOISE, self.step, m) for m in subbatches]
-        return draw_noise(params, self.std, generators, out=self._buffer)
+        return draw_noise(params, self.std, generators, out=self._views)
 
     @torch.no_grad()
     def copies(self, params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[Copies]:

@@ -104,6 +104,7 @@ class SAM(Method):
         self.rho = check_nonnegative("rho", rho)
         check_modes(executor, batchnorm)
         self.executor, self.batchnorm = executor, batchnorm
+        self._copies_cache: tuple | None = None  # scratch tensors of the per-layer passes, not state
 
     def hparams(self) -> dict[str, Any]:
         return {"rho": self.rho, "num_perturbations": self.num_perturbations}
@@ -122,8 +123,8 @@ class SAM(Method):
         executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, m_local, process_group())
         if not isinstance(executor, SubBatchExecutor):
             return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
+        clean, perturbed = self._copy_tensors(params, m_local)
         # Ascent pass: one gradient per sub-batch, with respect to its own copy of the clean weights.
-        clean = [p.detach().expand(m_local, *p.shape).requires_grad_() for p in params]
         with executor.running([Copies(c) for c in clean]), grad_sync(model, enabled=False):
             loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
             scaled_loss = scaler.scale(loss) if scaler is not None else loss
@@ -131,10 +132,24 @@ class SAM(Method):
         grads = [torch.zeros_like(c) if g is None else g for g, c in zip(grads, clean)]
         eps = subbatch_ascent(grads, self.rho, scales)
         with torch.no_grad():  # descent pass at omega + eps_m, the gradient summed into omega
-            perturbed = [Copies(e.to(p.dtype).add_(p), p) for p, e in zip(params, eps)]
-        with executor.running(perturbed), frozen_batchnorm_stats(model):
+            for buffer, p, e in zip(perturbed, params, eps):
+                torch.add(e.to(p.dtype), p, out=buffer)
+        with executor.running([Copies(b, p) for b, p in zip(perturbed, params)]), frozen_batchnorm_stats(model):
             run_backward(forward_loss(model, inputs, targets, loss_fn, autocast_dtype), scaler)
         return loss.detach()
+
+    def _copy_tensors(self, params: list[nn.Parameter], m: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per parameter: M views of it (the ascent's per-copy leaves) and an (M, *shape) descent buffer.
+
+        Made once per parameter list and reused, so ``torch.compile`` sees the same tensors every
+        step; the views follow the parameters' in-place updates by the optimizer.
+        """
+        key = (tuple(id(p) for p in params), m)
+        if self._copies_cache is None or self._copies_cache[0] != key:
+            clean = [p.detach().expand(m, *p.shape).requires_grad_() for p in params]
+            perturbed = [torch.empty(m, *p.shape, dtype=p.dtype, device=p.device) for p in params]
+            self._copies_cache = (key, clean, perturbed)
+        return self._copies_cache[1], self._copies_cache[2]
 
     def _loop_backward(self, model, chunks, loss_fn, params, scales, scaler, autocast_dtype) -> torch.Tensor:
         """M sub-batch passes at in-place perturbed weights (BatchNorm per sub-batch)."""
