@@ -52,7 +52,7 @@ def test_step_times_cover_every_method_and_executor(cpu_run, model):
     assert set(eager["seconds_per_step"]) == set(names)
     assert all(s > 0 for s in eager["seconds_per_step"].values())
     assert set(eager["ratio_to_sgd"]) == set(names) - {"sgd"}
-    assert eager["auto_executor"] == "split" and eager["precision"] == "fp32"
+    assert eager["auto_executor"] == "cpu" and eager["precision"] == "fp32"
     assert eager["num_perturbations"] == 8
     compiled = results["step_time"][model]["compiled"]
     if model == "resnet50":  # the CPU plan compiles ResNet18 only

@@ -10,9 +10,11 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from damp import __version__, corruptions, methods
-from damp.methods.subbatch import plan
+from damp.methods.subbatch import PerLayer, plan
 from damp.models import build_model
 
 # Reference ms per image per severity: the hendrycks/robustness code timed on one core of this project's
@@ -54,12 +56,73 @@ def _median_time(fn: Callable[[], None], repeats: int, device: torch.device) -> 
     return statistics.median(times)
 
 
+# The models `damp bench` times: (in_channels, image size, build kwargs). The small CNN and the MLP
+# are those of the Fashion-MNIST presets (configs/fashion_mnist_small_cnn); ResNet18 is the CIFAR one.
+BENCH_MODELS = {"resnet18": (3, 32, {}), "small_cnn": (1, 28, {"width": 16}), "mlp": (1, 28, {})}
+# Step-time targets on CPU (docs/performance.md): a ratio to SGD, "floor+x" meaning x above the noise floor.
+CPU_TARGETS = {"resnet18": {"damp": "floor+0.05", "daap": "floor+0.05", "sam": 2.10, "asam": 2.10},
+               "small_cnn": {"damp": 1.10, "sam": 2.10}, "mlp": {"damp": "floor+0.10"}}
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so a step's resident peak is its own."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float | None:
+    """Peak memory of one call of ``step`` above the memory held before it, in MiB.
+
+    CUDA: ``max_memory_allocated``. CPU: the resident set sampled every millisecond by a thread
+    (Linux only; None elsewhere), after returning freed heap memory to the OS.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    _trim_heap()
+    before, peak, done = _resident_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.001)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        step()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0] - before, 0) / 2**20
+
+
+def _target_met(target: float | str, ratio: float, floor: float) -> tuple[float, bool]:
+    limit = floor + float(target.split("+")[1]) if isinstance(target, str) else float(target)
+    return limit, ratio <= limit
+
+
 def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: int = 8, repeats: int = 5,
                      precision: str = "fp32", channels_last: bool = False) -> dict:
-    """Median seconds per optimizer step of each method, and its ratio to SGD's, on one model and batch."""
-    in_channels, size = (1, 32) if model_name == "small_cnn" else (3, 32)
+    """Median seconds per optimizer step of each method, its ratio to SGD's, the noise floor and peak memory.
+
+    The noise floor is (SGD step + drawing the M x P noise DAMP draws) / SGD step, timed in the same
+    round-robin as the methods: the least a DAMP step can cost.
+    """
+    in_channels, size, kwargs = BENCH_MODELS[model_name]
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes=10, in_channels=in_channels, image_size=size).to(device)
+    model = build_model(model_name, num_classes=10, in_channels=in_channels, image_size=size, **kwargs).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -68,34 +131,34 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    candidates = {"sgd": methods.SGD(), "damp": methods.DAMP(0.1, m, seed=0), "daap": methods.DAAP(0.01, m, seed=0),
-                  "sam": methods.SAM(0.05, m), "asam": methods.ASAM(1.0, num_perturbations=m),
-                  # Every DAMP executor, whatever "auto" picks on this device (ghost BatchNorm: the loop).
-                  "damp_fused": methods.DAMP(0.1, m, seed=0, executor="fused"),
-                  "damp_split": methods.DAMP(0.1, m, seed=0, executor="split"),
-                  "damp_ghost": methods.DAMP(0.1, m, seed=0, batchnorm="ghost")}
-    def step(method) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        method.backward(model, x, y, F.cross_entropy, autocast_dtype=dtype)
-        optimizer.step()
+    candidates = {name: build_variant(name, "auto", m) for name in ("sgd", *RATIO_TARGETS)}
+    candidates["damp_ghost"] = build_variant("damp", "ghost", m)  # per-sub-batch BatchNorm: the loop
+    if device.type == "cuda":
+        candidates.update({f"damp_{ex}": build_variant("damp", ex, m) for ex in WHOLE_BATCH_EXECUTORS})
+    noise_source = build_variant("damp", "auto", m)
+    selected = [p for _, p in noise_source.select_params(model)]
+    steps = {name: (lambda method=method: train_step(model, optimizer, method, x, y, dtype))
+             for name, method in candidates.items()}
 
-    # Round-robin over the methods, so slow drifts of a shared machine hit every method alike.
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for name, method in candidates.items():
-        step(method)  # warm-up
-    for _ in range(repeats):
-        for name, method in candidates.items():
-            _sync(device)
-            start = time.perf_counter()
-            step(method)
-            _sync(device)
-            samples[name].append(time.perf_counter() - start)
-    seconds = {name: statistics.median(values) for name, values in samples.items()}
-    executor = plan("auto", "whole", model, [p for _, p in methods.perturbed_parameters(model)], device)[0]
+    def floor_step() -> None:
+        steps["sgd"]()
+        noise_source.draw(selected, range(m), device)
+    steps["sgd+noise"] = floor_step
+    seconds = round_robin(steps, device, warmup=1, samples=repeats, steps_per_sample=1)
+    floor = seconds.pop("sgd+noise") / seconds["sgd"]
+    peak = {name: peak_memory_mib(steps[name], device) for name in candidates}
+    ratios = {k: v / seconds["sgd"] for k, v in seconds.items() if k != "sgd"}
+    targets = {}
+    if device.type == "cpu":
+        for name, target in CPU_TARGETS.get(model_name, {}).items():
+            limit, met = _target_met(target, ratios[name], floor)
+            targets[name] = {"target": target, "limit": limit, "ratio": ratios[name], "met": met}
+    chosen = plan("auto", "whole", model, selected, device)
     return {"model": model_name, "batch": batch, "num_perturbations": m, "precision": precision,
-            "damp_executor": executor, "seconds_per_step": seconds,
-            "images_per_s": {k: batch / v for k, v in seconds.items()},
-            "step_time_ratio": {k: v / seconds["sgd"] for k, v in seconds.items() if k != "sgd"}}
+            "image_size": size, "model_kwargs": kwargs, "parameters_perturbed": sum(p.numel() for p in selected),
+            "damp_executor": chosen.kernels if isinstance(chosen, PerLayer) else "loop",
+            "seconds_per_step": seconds, "images_per_s": {k: batch / v for k, v in seconds.items()},
+            "noise_floor": floor, "step_time_ratio": ratios, "peak_memory_mib": peak, "targets": targets}
 
 
 def trainer_overhead(device: torch.device, steps: int = 60) -> dict:
@@ -197,7 +260,7 @@ def run_bench(device: str = "cpu", quick: bool = False, progress: Callable[[str]
                "threads": torch.get_num_threads(), "torch": torch.__version__, "damp": __version__,
                "quick": quick, "models": {}}
     precision = "bf16" if dev.type == "cuda" else "fp32"
-    for model_name in ("resnet18", "small_cnn"):
+    for model_name in BENCH_MODELS:
         say(f"step time: {model_name}")
         results["models"][model_name] = step_time_ratios(model_name, 128, dev, repeats=repeats, precision=precision,
                                                          channels_last=dev.type == "cuda")
@@ -344,7 +407,8 @@ def eager_step_times(model_name: str, batch: int, device: torch.device, *, m: in
     with cudnn_benchmark(settings["cudnn_benchmark"]):
         seconds = round_robin(steps, device, warmup=warmup, samples=samples,
                               steps_per_sample=steps_per_sample)
-    auto = plan("auto", "whole", model, [p for _, p in methods.perturbed_parameters(model)], device)[0]
+    chosen = plan("auto", "whole", model, [p for _, p in methods.perturbed_parameters(model)], device)
+    auto = chosen.kernels if isinstance(chosen, PerLayer) else "loop"
     return {"model": model_name, "batch": batch, "image_size": image_size, "num_classes": num_classes,
             "num_perturbations": m, **settings, "auto_executor": auto, "warmup": warmup, "samples": samples,
             "steps_per_sample": steps_per_sample, "seconds_per_step": seconds,

@@ -315,7 +315,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name, row in results["models"].items():
         ratios = "  ".join(f"{k}/sgd {v:.2f}" for k, v in row["step_time_ratio"].items())
         print(f"{name} (batch {row['batch']}, M={row['num_perturbations']}, damp executor {row['damp_executor']}): "
-              f"sgd {row['images_per_s']['sgd']:.0f} img/s  {ratios}")
+              f"sgd {row['images_per_s']['sgd']:.0f} img/s  noise floor {row['noise_floor']:.2f}  {ratios}")
+        memory = "  ".join(f"{k} {v:.0f}" for k, v in row["peak_memory_mib"].items() if v is not None)
+        if memory:
+            print(f"  peak step memory (MiB): {memory}")
+        for method, t in row["targets"].items():
+            print(f"  target {method}/sgd <= {t['target']} ({t['limit']:.2f}): {t['ratio']:.2f} "
+                  f"{'met' if t['met'] else 'MISSED'}")
     print(f"trainer / bare loop: {results['trainer']['trainer_vs_bare_loop']:.3f}")
     for preset, row in results["corruptions"].items():
         print(f"corruptions {preset}: {row['total_ms_per_image']:.2f} ms/image for 19x5 "

@@ -9,6 +9,7 @@ other leaf module runs :func:`generic` (``torch.func.functional_call`` once per 
   are used as they are in both passes (no ``w + delta`` rebuilt), and the backward accumulates one
   weight gradient instead of M (:class:`SplitConv`, :class:`SplitLinear`).
 - "fused" (CUDA): one grouped convolution or one batched matmul per layer.
+- "cpu" (the CPU default): fused for layers with few input channels, split for the others.
 """
 
 from __future__ import annotations
@@ -309,11 +310,29 @@ LAYER_KERNELS: list[tuple[Callable[[nn.Module], bool], Kernel, Kernel]] = [
 ]
 
 
+# On CPU, oneDNN runs a grouped convolution with few channels per group faster than M separate
+# ones, and M separate ones faster above (measured: docs/performance.md, "Executors on CPU").
+CPU_FUSED_BELOW_CHANNELS = 64
+
+
+def cpu_kernels(module: nn.Module) -> str:
+    """ "fused" for a layer with fewer than 64 input channels per group, else "split"."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        channels = module.in_channels // module.groups
+    else:
+        channels = getattr(module, "in_features", CPU_FUSED_BELOW_CHANNELS)
+    return "fused" if channels < CPU_FUSED_BELOW_CHANNELS else "split"
+
+
 def kernel_for(module: nn.Module, kernels: str) -> Kernel:
-    """The ``kernels`` ("fused" or "split") kernel of ``module``'s layer type, or :func:`generic`."""
+    """``module``'s kernel for ``kernels`` ("fused", "split", or "cpu": :func:`cpu_kernels` per layer).
+
+    Layer types outside :data:`LAYER_KERNELS` run :func:`generic`.
+    """
     for matches, fused, split in LAYER_KERNELS:
         if matches(module):
-            return fused if kernels == "fused" else split
+            choice = cpu_kernels(module) if kernels == "cpu" else kernels
+            return fused if choice == "fused" else split
     return generic
 
 

@@ -142,8 +142,9 @@ class WeightNoise(Method):
             values = eps if eps.dtype == p.dtype and eps.device == p.device else eps.to(p)
             w = p.detach()
             if self.multiplicative:
-                values.mul_(w)
-            values.add_(w)
+                torch.addcmul(w, values, w, out=values)  # w + eps * w in one pass, in place
+            else:
+                values.add_(w)
             out.append(Copies(values, p))
         return out
 

@@ -7,7 +7,8 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
 - :class:`PerLayer`: one forward of the whole batch in which every module that owns a perturbed
   parameter runs copy k of its parameters on sub-batch k of its input (methods/layer_kernels.py),
   and every other layer, BatchNorm included, sees the whole batch. ``kernels`` is "fused" (grouped
-  convolutions, batched matmuls: CUDA) or "split" (M kernels per layer: CPU); same math.
+  convolutions, batched matmuls: CUDA), "split" (M kernels per layer) or "cpu" (fused for layers
+  with few input channels, split for the others: the CPU default); same math.
 - :class:`Loop`: M forward/backward passes of the whole model at in-place perturbed weights. Its
   BatchNorm normalises each sub-batch, so it runs only without BatchNorm in train mode (where it
   computes the same as PerLayer) or when ghost BatchNorm is asked for.
@@ -38,7 +39,7 @@ from damp.methods.layer_kernels import Copies, kernel_for
 
 EXECUTORS = ("auto", "fused", "split", "loop")
 BATCHNORM_MODES = ("whole", "ghost")
-KERNELS = ("fused", "split")
+KERNELS = ("fused", "split", "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +116,8 @@ def check_modes(executor: str, batchnorm: str) -> None:
 
 def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Tensor], device: torch.device
          ) -> Plan:
-    """How a step runs. "auto" picks fused kernels on CUDA; on CPU split kernels with BatchNorm, the loop without.
+    """How a step runs. "auto" picks fused kernels on CUDA; on CPU, with BatchNorm, the "cpu" kernels (fused
+    or split per layer, :func:`~damp.methods.layer_kernels.cpu_kernels`), and the loop without BatchNorm.
 
     The loop also runs for ``batchnorm="ghost"``, for ``executor="loop"`` without BatchNorm in train
     mode, and under "auto" for a model without BatchNorm whose parameters no layer can run per sub-batch.
@@ -141,7 +143,7 @@ def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Ten
         raise ValueError(f"executor={executor!r} cannot run every selected parameter per sub-batch ({err}); "
                          "select other parameters, or pass batchnorm='ghost' for per-sub-batch BatchNorm") from None
     if executor == "auto":
-        executor = "fused" if device.type == "cuda" else "split"
+        executor = "fused" if device.type == "cuda" else "cpu"
     return PerLayer(executor, owners)
 
 
