@@ -1,4 +1,4 @@
-"""One command for a lent GPU: every measurement of issue 14, written under one folder.
+"""One command for a lent GPU: every GPU measurement of docs/performance.md, written under one folder.
 
     bash benchmarks/gpu_suite.sh --device cuda --out benchmarks/results/gpu-<date> [--frost-dir DIR]
     bash benchmarks/gpu_suite.sh --device cpu --out /tmp/suite    # the reduced run CI uses

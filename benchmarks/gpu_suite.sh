@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a lent GPU (issue 14): every GPU measurement, written under one folder.
+# One command for a lent GPU: every GPU measurement, written under one folder.
 #   bash benchmarks/gpu_suite.sh --device cuda --out benchmarks/results/gpu-$(date +%F)
 #   bash benchmarks/gpu_suite.sh --device cpu --out /tmp/suite     # reduced run, exercised by the tests
 # The logic is benchmarks/gpu_suite.py; this wrapper only picks the interpreter (PYTHON, else the

@@ -277,7 +277,7 @@ def run_bench(device: str = "cpu", quick: bool = False, progress: Callable[[str]
 
 
 # ------------------------------------------------------------------------------------------------ GPU suite
-# The building blocks of benchmarks/gpu_suite.py (issue 14; docs/performance.md, "GPU").
+# The building blocks of benchmarks/gpu_suite.py (docs/performance.md, "GPU").
 
 RATIO_TARGETS = {"damp": 1.05, "daap": 1.05, "sam": 2.05, "asam": 2.05}  # step time / SGD's, on one H100
 THROUGHPUT_TARGET = 30_000  # ResNet18 SGD training images/s (bf16, channels_last, data on the GPU)
@@ -723,7 +723,7 @@ def cifar10c_cost(device: torch.device, *, images: int = 10_000, infer_images: i
 
 
 def check_targets(results: dict, models: tuple[str, ...] = ("resnet18", "resnet50")) -> dict:
-    """Every target of issue 14 against the suite's results: value, target and whether it was met.
+    """Every GPU target (docs/performance.md, "Targets") against the suite's results: value, target and whether it was met.
 
     A target whose part was not measured (failed, skipped) is listed with value and met None.
     ``applies`` is False off CUDA: the targets are defined for one H100.

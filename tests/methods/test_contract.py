@@ -1,4 +1,4 @@
-"""The gradient-estimator contract every method must meet (issue 2)."""
+"""The gradient-estimator contract every method must meet."""
 
 from __future__ import annotations
 

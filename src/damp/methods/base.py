@@ -91,7 +91,8 @@ def run_backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> Non
 class Method:
     """Base class of every training method (the only base class of this concept).
 
-    Subclasses implement :meth:`backward`; they keep no tensors between steps.
+    Subclasses implement :meth:`backward`. Between steps they keep no state but what
+    :meth:`state_dict` returns, and scratch tensors reused by the next step (noise buffers).
 
     Args:
         num_perturbations: M, the number of equal sub-batches the global batch is split into; each

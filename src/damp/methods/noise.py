@@ -13,10 +13,11 @@ perturbed forward. "ghost" normalises each sub-batch separately (the official SA
 TinyImageNet and ImageNet); it runs the loop executor.
 
 Executors (``executor=``) are implementation strategies of the same math (methods/subbatch.py):
-"fused" (grouped convolutions, batched matmuls: CUDA), "split" (M kernels per layer: CPU), "loop"
+"fused" (grouped convolutions, batched matmuls: CUDA), "split" (M kernels per layer), "loop"
 (M forward/backward passes at in-place perturbed weights, restored bit-exactly: any model, but
 BatchNorm per sub-batch, so only for models without BatchNorm or with batchnorm="ghost"), and
-"auto" (default: fused on CUDA; on CPU split with BatchNorm, the loop without).
+"auto" (default: fused on CUDA; on CPU fused or split per layer with BatchNorm, the loop without).
+The M weight copies are written into the noise buffer itself, which is reused across steps.
 
 Noise: sub-batch m of step t draws from a generator keyed by (seed, t, m), m its index in the global
 batch, so the noise does not depend on the number of processes (docs/fidelity.md, "Processes and
