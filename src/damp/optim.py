@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from damp.methods.perturb import perturbed_parameters
+from damp.methods.perturb import NORM_MODULES, perturbed_parameters
 
 OPTIMIZERS = ("sgd", "adamw")  # sgd: Nesterov momentum with coupled L2; adamw: decoupled decay
 SCHEDULES = ("step", "warmup_cosine", "constant")
@@ -54,8 +54,7 @@ def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, start_f
 
 def kernel_parameters(model: nn.Module) -> set[int]:
     """ids of conv/linear kernels (the official code's `kernel` leaves: no norm scales, no biases)."""
-    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-    scales = {id(m.weight) for m in model.modules() if isinstance(m, norms) and m.weight is not None}
+    scales = {id(m.weight) for m in model.modules() if isinstance(m, NORM_MODULES) and m.weight is not None}
     return {id(p) for _, p in perturbed_parameters(model) if id(p) not in scales}
 
 

@@ -16,7 +16,8 @@ from torch import nn
 NamedParams = list[tuple[str, nn.Parameter]]
 ParamSelector = Callable[[nn.Module], NamedParams]
 
-# Modules whose `weight` is a kernel (conv / linear) or a scale (normalisation gamma). The official
+# Modules whose `weight` is a kernel (conv / linear) or a scale (normalisation gamma; NORM_MODULES,
+# also what optim.py exempts from kernel-only weight decay). The official
 # DAMP code perturbs Flax leaves named `kernel` or `scale` (trungtrinh44/DAMP, `filter_fn`;
 # docs/fidelity.md); these are the PyTorch equivalents. Biases, norm shifts (beta), embeddings
 # and position embeddings never are.
@@ -25,7 +26,7 @@ _KERNEL_MODULES: tuple[type[nn.Module], ...] = (
     nn.Linear,  # includes MultiheadAttention.out_proj
     nn.Bilinear,
 )
-_SCALE_MODULES: tuple[type[nn.Module], ...] = (
+NORM_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm* (affine)
     nn.LayerNorm,
     nn.GroupNorm,
@@ -50,7 +51,7 @@ def perturbed_parameters(model: nn.Module) -> NamedParams:
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
-        if isinstance(module, _KERNEL_MODULES + _SCALE_MODULES):
+        if isinstance(module, _KERNEL_MODULES + NORM_MODULES):
             candidates = ["weight"]
         elif isinstance(module, nn.MultiheadAttention):
             candidates = list(_ATTENTION_KERNELS)
