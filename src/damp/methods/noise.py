@@ -105,6 +105,7 @@ class WeightNoise(Method):
         # Views of the (M, P) noise buffer, reused across steps (allocating 8 x the weights every
         # step costs page faults on a CPU); scratch space, not state.
         self._views: list[torch.Tensor] | None = None
+        self._executors: dict = {}  # executor_for's cache of plans and executors
 
     def hparams(self) -> dict[str, Any]:
         return {"std": self.std, "num_perturbations": self.num_perturbations, "seed": self.seed}
@@ -157,7 +158,7 @@ class WeightNoise(Method):
         params = [p for _, p in self.select_params(model)]
         device = params[0].device if params else inputs.device
         executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, len(subbatches),
-                                process_group())
+                                process_group(), self._executors)
         noise = self.draw(params, subbatches, device)
         self.step += 1
         if isinstance(executor, SubBatchExecutor):

@@ -105,6 +105,7 @@ class SAM(Method):
         check_modes(executor, batchnorm)
         self.executor, self.batchnorm = executor, batchnorm
         self._copies_cache: tuple | None = None  # scratch tensors of the per-layer passes, not state
+        self._executors: dict = {}  # executor_for's cache of plans and executors
 
     def hparams(self) -> dict[str, Any]:
         return {"rho": self.rho, "num_perturbations": self.num_perturbations}
@@ -120,7 +121,8 @@ class SAM(Method):
         chunks = split_batch(inputs, targets, m_local)
         params = trainable_parameters(model)
         scales = self.scales(model, params)  # from the clean weights, the same for every sub-batch
-        executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, m_local, process_group())
+        executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, m_local, process_group(),
+                                self._executors)
         if not isinstance(executor, SubBatchExecutor):
             return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
         clean, perturbed = self._copy_tensors(params, m_local)

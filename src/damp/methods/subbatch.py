@@ -20,7 +20,7 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
                                               conv/linear/norm -> LAYER_KERNELS[type] (fused | split),
                                               other leaves -> generic (functional_call per sub-batch)
 
-The executor of a model is built once and keeps its patched forwards, so ``torch.compile`` traces a
+Each method caches the executor of a model, which keeps its patched forwards, so ``torch.compile`` traces a
 step once: per step only the tensors in its slots change.
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import weakref
 from collections.abc import Iterator
 
 import torch
@@ -206,24 +205,23 @@ class SubBatchExecutor:
                                "or executor='loop'")
 
 
-_CACHED_PLANS = 8  # per model: enough for every method of a benchmark run on one model
-_EXECUTORS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+_CACHED_PLANS = 8  # per method: enough for every model a method runs on in a benchmark or a test
 
 
 def executor_for(model: nn.Module, params: list[torch.Tensor], executor: str, batchnorm: str, m: int,
-                 group: dist.ProcessGroup | None) -> SubBatchExecutor | Loop:
-    """The plan of a step: :class:`Loop`, or the model's :class:`SubBatchExecutor` (cached per model).
+                 group: dist.ProcessGroup | None, cache: dict) -> SubBatchExecutor | Loop:
+    """The plan of a step: :class:`Loop`, or the model's :class:`SubBatchExecutor`, cached in ``cache``.
 
-    The cache is keyed by the requested modes, the parameters, M, the group and the modules'
-    train/eval modes, so changing any of them plans again.
+    ``cache`` belongs to the calling method. It is keyed by the model, the requested modes, the
+    parameters, M, the group and the modules' train/eval modes, so changing any of them plans
+    again; each entry holds its model, so a key's ids stay that model's.
     """
     device = params[0].device if params else torch.device("cpu")
-    key = (executor, batchnorm, tuple(id(p) for p in params), m, id(group), device.type,
+    key = (id(model), executor, batchnorm, tuple(id(p) for p in params), m, id(group), device.type,
            tuple(module.training for module in model.modules()))
-    cache = _EXECUTORS.setdefault(model, {})
     if key not in cache:
         chosen = plan(executor, batchnorm, model, params, device)
         if len(cache) >= _CACHED_PLANS:
             del cache[next(iter(cache))]  # the oldest
-        cache[key] = chosen if isinstance(chosen, Loop) else SubBatchExecutor(model, chosen, m, group)
-    return cache[key]
+        cache[key] = (model, chosen if isinstance(chosen, Loop) else SubBatchExecutor(model, chosen, m, group))
+    return cache[key][1]
