@@ -92,26 +92,34 @@ def _bias_grads(ctx, grad: torch.Tensor, m: int, channel_dim: int) -> tuple:
     return total if need_shared else None, per_copy if need_values else None, total if need_base else None
 
 
+def _split_forward(ctx, layer: Callable, x: torch.Tensor, w_values: torch.Tensor, w_base: torch.Tensor | None,
+                   bias: torch.Tensor | None, b_values: torch.Tensor | None) -> torch.Tensor:
+    """``layer(x_k, w_values[k], bias_k)`` for every sub-batch k, concatenated; saves what the backward needs.
+
+    Autocast is applied by hand (inputs cast once, kernels run with autocast off), so the backward
+    runs in the same dtype as the forward.
+    """
+    m, dtype = w_values.shape[0], _compute_dtype(x)
+    xc, wc = x.to(dtype), w_values.to(dtype)
+    biases = b_values.to(dtype) if b_values is not None else [None if bias is None else bias.to(dtype)] * m
+    with torch.autocast(x.device.type, enabled=False):
+        out = torch.cat([layer(xk, wc[k], biases[k]) for k, xk in enumerate(xc.chunk(m))])
+    ctx.save_for_backward(xc, wc)
+    ctx.x_dtype, ctx.param_dtype = x.dtype, w_values.dtype
+    ctx.base_dtype = None if w_base is None else w_base.dtype
+    return out
+
+
 class SplitConv(torch.autograd.Function):
     """Convolution of sub-batch k at weight ``w_values[k]`` (bias shared or ``b_values[k]``).
 
     Gradients: to ``w_base`` the sum over k, to ``w_values`` one per k (whichever requires it).
-    Autocast is applied by hand (inputs cast once, kernels run with autocast off), so the backward
-    runs in the same dtype as the forward.
     """
 
     @staticmethod
     def forward(ctx, x, w_values, w_base, bias, b_values, b_base, module):
-        m, dtype = w_values.shape[0], _compute_dtype(x)
-        xc, wc = x.to(dtype), w_values.to(dtype)
-        biases = b_values.to(dtype) if b_values is not None else \
-            [None if bias is None else bias.to(dtype)] * m
-        with torch.autocast(x.device.type, enabled=False):
-            out = torch.cat([module._conv_forward(xk, wc[k], biases[k]) for k, xk in enumerate(xc.chunk(m))])
-        ctx.save_for_backward(xc, wc)
-        ctx.module, ctx.x_dtype, ctx.param_dtype = module, x.dtype, w_values.dtype
-        ctx.base_dtype = None if w_base is None else w_base.dtype
-        return out
+        ctx.module = module
+        return _split_forward(ctx, module._conv_forward, x, w_values, w_base, bias, b_values)
 
     @staticmethod
     def backward(ctx, grad):
@@ -137,16 +145,7 @@ class SplitLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_values, w_base, bias, b_values, b_base):
-        m, dtype = w_values.shape[0], _compute_dtype(x)
-        xc, wc = x.to(dtype), w_values.to(dtype)
-        biases = b_values.to(dtype) if b_values is not None else \
-            [None if bias is None else bias.to(dtype)] * m
-        with torch.autocast(x.device.type, enabled=False):
-            out = torch.cat([F.linear(xk, wc[k], biases[k]) for k, xk in enumerate(xc.chunk(m))])
-        ctx.save_for_backward(xc, wc)
-        ctx.x_dtype, ctx.param_dtype = x.dtype, w_values.dtype
-        ctx.base_dtype = None if w_base is None else w_base.dtype
-        return out
+        return _split_forward(ctx, F.linear, x, w_values, w_base, bias, b_values)
 
     @staticmethod
     def backward(ctx, grad):

@@ -43,28 +43,29 @@ from damp.methods.subbatch import SubBatchExecutor, check_modes, executor_for
 from damp.methods.sync_batchnorm import process_group
 
 
-def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator],
-               out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+def noise_views(buffer: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per tensor of ``params``, its (M, *shape) view of an (M, P) buffer, in order."""
+    chunks = buffer.split([p.numel() for p in params], dim=1)
+    return [chunk.view(buffer.shape[0], *p.shape) for chunk, p in zip(chunks, params)]
+
+
+def fill_normal_(buffer: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
+    """Row m of the (M, P) ``buffer`` <- one flat N(0, std^2) draw from ``generators[m]``."""
+    for row, gen in zip(buffer, generators):
+        row.normal_(0.0, std, generator=gen)
+
+
+def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator]) -> list[torch.Tensor]:
     """N(0, std^2) noise for M sub-batches: row m of one (M, P) float32 buffer comes from ``generators[m]``.
 
     Returns, per tensor of ``params``, an (M, *shape) view of the buffer, so the M perturbed copies
     are built without stacking. Each row is one flat draw over all P elements in order, so sub-batch
-    m's noise depends only on its generator and the parameter sizes. ``out``, views of one (M, P)
-    float32 buffer as returned before, is filled instead of a new buffer.
+    m's noise depends only on its generator and the parameter sizes.
     """
-    sizes = [p.numel() for p in params]
-    if not params:
-        return []
-    if out is None:
-        buffer = torch.empty(len(generators), sum(sizes), device=generators[0].device, dtype=torch.float32)
-        out = [chunk.view(len(generators), *p.shape) for chunk, p in zip(buffer.split(sizes, dim=1), params)]
-    buffer = out[0]._base if out and out[0]._base is not None else None
-    rows = buffer if buffer is not None and buffer.shape == (len(generators), sum(sizes)) else None
-    if rows is None:
-        raise ValueError("out must be the views draw_noise returned for these parameters")
-    for row, gen in zip(rows, generators):
-        row.normal_(0.0, std, generator=gen)
-    return out
+    buffer = torch.empty(len(generators), sum(p.numel() for p in params), device=generators[0].device,
+                         dtype=torch.float32)
+    fill_normal_(buffer, std, generators)
+    return noise_views(buffer, params)
 
 
 def _like_params(params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -104,7 +105,8 @@ class WeightNoise(Method):
         self.step = 0
         # Views of the (M, P) noise buffer, reused across steps (allocating 8 x the weights every
         # step costs page faults on a CPU); scratch space, not state.
-        self._views: list[torch.Tensor] | None = None
+        self._buffer: torch.Tensor | None = None
+        self._views: list[torch.Tensor] = []
         self._executors: dict = {}  # executor_for's cache of plans and executors
 
     def hparams(self) -> dict[str, Any]:
@@ -122,15 +124,14 @@ class WeightNoise(Method):
 
         The views share one buffer that the next call overwrites.
         """
-        shapes = [(len(subbatches), *p.shape) for p in params]
-        if self._views is None or [tuple(v.shape) for v in self._views] != shapes \
-                or self._views[0].device != torch.device(device):
-            # The same view objects every step: torch.compile guards on their identity.
-            buffer = torch.empty(len(subbatches), sum(p.numel() for p in params), device=device)
-            self._views = [chunk.view(shape) for chunk, shape in zip(buffer.split([p.numel() for p in params], 1),
-                                                                     shapes)]
-        generators = [seeding.generator(device, self.seed, seeding.NOISE, self.step, m) for m in subbatches]
-        return draw_noise(params, self.std, generators, out=self._views)
+        shape = (len(subbatches), sum(p.numel() for p in params))
+        if self._buffer is None or self._buffer.shape != shape or self._buffer.device != torch.device(device) \
+                or [v.shape[1:] for v in self._views] != [p.shape for p in params]:
+            self._buffer = torch.empty(shape, device=device)
+            self._views = noise_views(self._buffer, params)  # the same objects every step: compile guards on them
+        fill_normal_(self._buffer, self.std,
+                     [seeding.generator(device, self.seed, seeding.NOISE, self.step, m) for m in subbatches])
+        return self._views
 
     @torch.no_grad()
     def copies(self, params: list[torch.Tensor], noise: list[torch.Tensor]) -> list[Copies]:

@@ -38,7 +38,6 @@ from damp.methods.layer_kernels import Copies, kernel_for
 
 EXECUTORS = ("auto", "fused", "split", "loop")
 BATCHNORM_MODES = ("whole", "ghost")
-KERNELS = ("fused", "split", "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
