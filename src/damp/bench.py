@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -62,6 +63,10 @@ BENCH_MODELS = {"resnet18": (3, 32, {}), "small_cnn": (1, 28, {"width": 16}), "m
 # Step-time targets on CPU (docs/performance.md): (ratio to SGD, whether it counts above the noise floor).
 CPU_TARGETS = {"resnet18": {"damp": (0.05, True), "daap": (0.05, True), "sam": (2.10, False), "asam": (2.10, False)},
                "small_cnn": {"damp": (1.10, False), "sam": (2.10, False)}, "mlp": {"damp": (0.10, True)}}
+
+
+# Least seconds of SGD steps in one timing sample of damp bench's step-time ratios.
+SAMPLE_SECONDS = 0.25
 
 
 def _trim_heap() -> None:
@@ -139,7 +144,9 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
         steps["sgd"]()
         noise_source.draw(selected, range(m), device)
     steps["sgd+noise"] = floor_step
-    seconds = round_robin(steps, device, warmup=1, samples=repeats, steps_per_sample=1)
+    # A sample of a fast model is several steps, so timer and scheduler noise stay small against it.
+    per_sample = max(1, math.ceil(SAMPLE_SECONDS / time_steps(steps["sgd"], 2, device)))
+    seconds = round_robin(steps, device, warmup=1, samples=repeats, steps_per_sample=per_sample)
     floor = seconds.pop("sgd+noise") / seconds["sgd"]
     peak = {name: peak_memory_mib(steps[name], device) for name in candidates}
     ratios = {k: v / seconds["sgd"] for k, v in seconds.items() if k != "sgd"}
@@ -153,7 +160,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     return {"model": model_name, "batch": batch, "num_perturbations": m, "precision": precision,
             "image_size": size, "model_kwargs": kwargs, "parameters_perturbed": sum(p.numel() for p in selected),
             "damp_executor": chosen.kernels if isinstance(chosen, PerLayer) else "loop",
-            "seconds_per_step": seconds, "images_per_s": {k: batch / v for k, v in seconds.items()},
+            "seconds_per_step": seconds, "steps_per_sample": per_sample, "images_per_s": {k: batch / v for k, v in seconds.items()},
             "noise_floor": floor, "step_time_ratio": ratios, "peak_memory_mib": peak, "targets": targets}
 
 
