@@ -194,7 +194,7 @@ CASES = [
     ("truncated checkpoint", ["evaluate", "{root}/truncated.pt", "--out", "{out}.json"], "truncated.pt"),
     ("foreign checkpoint", ["evaluate", "{root}/foreign.pt", "--out", "{out}.json"], "foreign.pt"),
     ("checkpoint of another model", [*T, "--set", "trainer.max_steps=2", "--out", "{root}/other", "--resume"],
-     "different 'model'"),
+     "model.name: 'mlp' in the checkpoint"),
     ("resume without checkpoint", [*T, "--out", "{root}/keep", "--resume"], "no checkpoint"),
     ("non-empty train dir", [*T, "--out", "{root}/keep"], "not empty"),
     ("non-empty corrupt dir", ["corrupt", "--data", "digits", "--out", "{root}/keep"], "--overwrite"),
@@ -243,3 +243,105 @@ def test_ddp_rank_death_ends_the_run_in_bounded_time(tmp_path):
     elapsed = time.time() - start
     assert done.returncode != 0
     assert elapsed < 60, f"the surviving rank took {elapsed:.0f}s to exit"
+
+
+QUICK_RUN = ["trainer.device=cpu", "trainer.progress=false", "trainer.max_steps=4", "trainer.checkpoint_every=2",
+             "eval.corruptions=none", "data.batch_size=64"]
+
+
+def test_resume_falls_back_to_previous_pt_with_one_warning(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = load_config(None, QUICK_RUN)
+    reference = train(cfg, tmp_path / "reference")
+    train(load_config(None, [*QUICK_RUN, "trainer.max_steps=2", "trainer.checkpoint_every=1"]), out)
+    (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:100])  # step 2, truncated; previous.pt: step 1
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", *[f"--set={s}" for s in QUICK_RUN]]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    warning = [line for line in err if "previous.pt" in line]
+    assert len(warning) == 1 and "last.pt" in warning[0] and "step 1" in warning[0], err
+    assert json.loads((out / "results.json").read_text())["clean"] == reference["clean"]
+
+
+def test_resume_with_no_readable_checkpoint_stops_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(load_config(None, [*QUICK_RUN, "trainer.max_steps=2", "trainer.checkpoint_every=1"]), out)
+    for name in ("last.pt", "previous.pt"):
+        (out / name).write_bytes(b"garbage")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", *[f"--set={s}" for s in QUICK_RUN]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no readable checkpoint" in err and "previous.pt" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_with_another_method_names_the_first_difference(tmp_path):
+    out = tmp_path / "run"
+    train(load_config(None, [*QUICK_RUN, "trainer.max_steps=2"]), out)
+    with pytest.raises(CheckpointError, match="method.name: 'sgd' in the checkpoint, 'damp' here"):
+        train(load_config(None, [*QUICK_RUN, "method.name=damp", "method.std=0.1"]), out, resume=True)
+    # The method's hyperparameters may change (e.g. a smaller std after a non-finite loss): no refusal.
+
+
+@pytest.mark.parametrize("target", ["checkpoint", "results"])
+def test_a_failed_write_names_the_file_and_keeps_the_previous_one(target, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import damp.checkpoint as checkpoint
+
+    out = tmp_path / "run"
+    train(load_config(None, [*QUICK_RUN, "trainer.max_steps=2"]), out)
+    kept = {name: (out / name).read_bytes() for name in ("last.pt", "results.json")}
+    real_fsync = os.fsync
+    victim = "last.pt.tmp" if target == "checkpoint" else "results.json.tmp"
+
+    def failing_fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(victim):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    capsys.readouterr()
+    code = main(["train", "--out", str(out), "--resume", *[f"--set={s}" for s in QUICK_RUN]])
+    err = capsys.readouterr().err.strip()
+    name = "last.pt" if target == "checkpoint" else "results.json"
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"cannot write {out / name}: No space left on device" in err, err
+    assert not list(out.glob("*.tmp"))
+    assert (out / "results.json").read_bytes() == kept["results.json"]
+    if target == "checkpoint":
+        assert load_checkpoint(out / "last.pt")["step"] == 2  # the previous checkpoint is intact
+
+
+def test_benchmark_and_evaluate_refuse_bad_models_and_labels_at_once():
+    from torch import nn
+
+    from damp.benchmarking import benchmark
+
+    images = torch.rand(8, 3, 32, 32)
+    labels = torch.randint(0, 10, (8,))
+
+    class Broken(nn.Module):
+        def __init__(self, make):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+            self.make = make
+
+        def forward(self, x):
+            return self.make(x) * self.scale
+
+    cases = [
+        (Broken(lambda x: torch.zeros(len(x), 10).fill_(float("nan"))), labels, "non-finite logits"),
+        (Broken(lambda x: torch.zeros(len(x), 10, 2)), labels, r"expected \(2, classes\) logits"),
+        (Broken(lambda x: torch.zeros(len(x) + 1, 10)), labels, r"expected \(2, classes\) logits"),
+        (Broken(lambda x: torch.zeros(len(x), 5)), labels.clamp(7, 9), r"labels: class indices must be in \[0, 4\]"),
+        (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(10)), labels, "does it take 3-channel"),
+    ]
+    for model, y, message in cases:
+        start = __import__("time").time()
+        with pytest.raises(ValueError, match=message):
+            benchmark(model, images, y, corruptions="all")
+        assert __import__("time").time() - start < 5  # before any corruption is generated
+    from damp.evaluate import check_model
+    with pytest.raises(ValueError, match="returns 5 logits per image, but the data has 10 classes"):
+        check_model(Broken(lambda x: torch.zeros(len(x), 5)), images, labels.clamp(0, 4), num_classes=10)

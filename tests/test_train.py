@@ -148,7 +148,7 @@ def test_refuses_nonempty_dir_and_foreign_resume(tmp_path):
         train(load_config(None, QUICK + ["trainer.max_steps=1"]), tmp_path / "run")
     train(load_config(None, QUICK + ["trainer.max_steps=1", "eval.corruptions=none"]), tmp_path / "other")
     from damp.checkpoint import CheckpointError
-    with pytest.raises(CheckpointError, match="different 'model'"):
+    with pytest.raises(CheckpointError, match="model.name: 'small_cnn' in the checkpoint, 'mlp' here"):
         train(load_config(None, QUICK + ["trainer.max_steps=2", "model.name=mlp"]), tmp_path / "other", resume=True)
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
 

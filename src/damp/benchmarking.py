@@ -25,7 +25,7 @@ from damp.corruptions import PRESETS
 from damp.corruptions._common import default_preset
 from damp.corruptions.dataset import CHUNK, corrupt_chunk
 from damp.data.build import build_data
-from damp.evaluate import available, check_evaluation_inputs, evaluate, fgsm_wrong
+from damp.evaluate import available, check_evaluation_inputs, check_labels, check_model, evaluate, fgsm_wrong
 from damp.metrics import UNITS, MetricSums, aggregate
 from damp.models import Normalized, model_for
 from damp.models.user import load_weights
@@ -84,12 +84,14 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
     model.eval()
     clean = MetricSums()
     corrupted = {(name, s): MetricSums() for name in names for s in severities}
-    wrong, done, chosen = torch.zeros(len(fgsm)), 0, preset
+    wrong, done, chosen, classes = torch.zeros(len(fgsm)), 0, preset, 0
     try:
         for index, (x, y) in enumerate(_chunks(images, labels)):
+            x, y = x.to(device), y.to(device)
             if index == 0:
                 chosen = _check_preset(preset, x)
-            x, y = x.to(device), y.to(device)
+                classes = check_model(model, to_unit_float(x), y)  # before any long work
+            check_labels(y, classes)
             _update(clean, model, to_unit_float(x), y, batch_size)
             for (name, severity), sums in corrupted.items():
                 xc = corrupt_chunk(x, name, severity, index, seed=seed, preset=chosen, frost_dir=frost_dir)

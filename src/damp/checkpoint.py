@@ -1,12 +1,15 @@
-"""Checkpoints: one dict of tensors and primitives, written atomically, loaded with weights_only=True.
+"""Checkpoints and the run's other files, written atomically; checkpoints load with weights_only=True.
 
 ``last.pt`` is the newest checkpoint; before it is replaced, the previous one moves to
 ``previous.pt``. A write goes to ``last.pt.tmp``, is fsynced, then renamed, so a kill at any moment
-leaves a loadable ``last.pt`` (or, between the two renames, a loadable ``previous.pt``).
+leaves a loadable ``last.pt`` (or, between the two renames, a loadable ``previous.pt``). A write
+that fails (disk full, permissions) raises an OSError naming the file and leaves both as they were.
+On resume, an unreadable ``last.pt`` falls back to ``previous.pt`` (:func:`load_newest`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,20 +34,36 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_atomically(path: Path, write) -> None:
+    """``write(file)`` into ``path.tmp``, fsync, rename over ``path``; an OSError names ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.name == LAST and path.exists():
+            os.replace(path, path.with_name(PREVIOUS))
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+    _fsync_dir(path.parent)
+
+
 def save_checkpoint(directory: str | Path, state: dict) -> Path:
     """Atomically write ``state`` as ``directory/last.pt``, keeping the old one as ``previous.pt``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    last, tmp = directory / LAST, directory / (LAST + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({**state, "format_version": FORMAT_VERSION}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if last.exists():
-        os.replace(last, directory / PREVIOUS)
-    os.replace(tmp, last)
-    _fsync_dir(directory)
+    last = directory / LAST
+    _write_atomically(last, lambda f: torch.save({**state, "format_version": FORMAT_VERSION}, f))
     return last
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a results.json)."""
+    _write_atomically(Path(path), lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -68,4 +87,24 @@ def find_checkpoint(run_dir: str | Path) -> Path | None:
     for name in (LAST, PREVIOUS):
         if (run_dir / name).is_file():
             return run_dir / name
+    return None
+
+
+def load_newest(run_dir: str | Path) -> tuple[dict, Path, list[str]] | None:
+    """The newest readable checkpoint of a run: (state, its path, why newer ones were skipped).
+
+    None if the run has no checkpoint; CheckpointError (naming both files) if none is readable.
+    """
+    run_dir = Path(run_dir)
+    problems = []
+    for name in (LAST, PREVIOUS):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            return load_checkpoint(path), path, problems
+        except CheckpointError as err:
+            problems.append(str(err))
+    if problems:
+        raise CheckpointError("no readable checkpoint: " + "; ".join(problems))
     return None

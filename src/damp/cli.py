@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,6 +90,14 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
 
 
+def _write_output(out: Path, text: str) -> None:
+    """Write a command's JSON output atomically; an OSError names the file."""
+    from damp.checkpoint import write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, text)
+
+
 def cmd_corrupt(args: argparse.Namespace) -> int:
     from damp import corruptions
     from damp.corruptions.dataset import write_array_c, write_folder_c
@@ -141,21 +151,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from damp.dist import is_main
+    from damp.locks import lock_on_main
     from damp.log import progress_bar
     from damp.sweep import count_runs, parse_grid, run_sweep
 
     grid = parse_grid(args.grid or [])
     total = count_runs(args.config, grid, args.seeds, args.final_seeds, args.set or [])
-    bar = progress_bar(total, "sweep", not args.quiet and is_main())
+    with lock_on_main(args.out):  # before the bar is drawn: a refusal is one line
+        bar = progress_bar(total, "sweep", not args.quiet and is_main())
 
-    def finished(run, results) -> None:
-        bar.update()
-        if is_main():
-            bar.write(f"{run.name}: {_results_line(results)}")
+        def finished(run, results) -> None:
+            bar.update()
+            if is_main():
+                bar.write(f"{run.name}: {_results_line(results)}")
 
-    with bar:
-        summary = run_sweep(args.config, grid, args.seeds, args.out, sets=args.set or [], resume=args.resume,
-                            final_seeds=args.final_seeds, on_run=finished)
+        with bar:
+            summary = run_sweep(args.config, grid, args.seeds, args.out, sets=args.set or [], resume=args.resume,
+                                final_seeds=args.final_seeds, on_run=finished, lock=False)
     if is_main():
         for method, chosen in summary["selection"].items():
             print(f"selected for {method}: {chosen['label']} (hold-out error {chosen['holdout_error']:.2f}%)")
@@ -164,10 +176,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from damp.evaluate import evaluate_saved_run
-    from damp.log import progress_bar
+    from damp.locks import exclusive_directory
 
     _check_device(args.device, "--device")
     if args.model is not None:
@@ -179,6 +188,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} goes with --model (a run directory knows its model and data)")
     target = Path(args.target)
     out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "evaluation.json"
+    with exclusive_directory(out.parent):
+        return _evaluate_run(args, target, out)
+
+
+def _evaluate_run(args: argparse.Namespace, target: Path, out: Path) -> int:
+    import json
+
+    from damp.evaluate import evaluate_saved_run
+    from damp.log import progress_bar
+
     _refuse_existing(out, args.overwrite)
     variants = {k: v for k, v in (("a", args.imagenet_a), ("sketch", args.imagenet_sketch),
                                   ("drawing", args.imagenet_drawing), ("cartoon", args.imagenet_cartoon),
@@ -190,8 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                      data_root=args.data_root, frost_dir=args.frost_dir, variants=variants,
                                      imagenet_d_map=args.imagenet_d_map, mce_baseline=args.mce_baseline,
                                      progress=lambda *_: bar.update())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    _write_output(out, json.dumps(results, indent=2))
     print(_results_line(results))
     for name, row in (results.get("variants") or {}).items():
         error = row.get("error", row.get("mean_corruption_error"))
@@ -204,8 +222,7 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
     """`damp evaluate --model MODULE:FACTORY --data NAME`: a model damp did not train."""
     import json
 
-    from damp.benchmarking import evaluate_factory_model
-    from damp.log import progress_bar
+    from damp.locks import exclusive_directory
 
     if args.target is not None:
         raise ValueError("--model evaluates a model by its factory: give no run directory with it")
@@ -226,7 +243,19 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
     if variant_flags:
         raise ValueError(f"{', '.join(variant_flags)}: the ImageNet variants are evaluated for runs, not with --model")
     out = Path(args.out or "evaluation.json")
-    _refuse_existing(out, args.overwrite)
+    with exclusive_directory(out.parent):
+        _refuse_existing(out, args.overwrite)
+        results = _evaluate_factory(args)
+        _write_output(out, json.dumps(results, indent=2))
+    print(_results_line(results))
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate_factory(args: argparse.Namespace) -> dict:
+    from damp.benchmarking import evaluate_factory_model
+    from damp.log import progress_bar
+
     bar = progress_bar(None, "evaluate (images)", not args.quiet)
     done = [0]
 
@@ -239,11 +268,7 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
             corruptions=args.corruptions or "all", severities=args.severities or (1, 2, 3, 4, 5),
             fgsm=args.fgsm or (), seed=args.seed, device=args.device, frost_dir=args.frost_dir, c_dir=args.c_dir,
             mce_baseline=args.mce_baseline, progress=advance)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(_results_line(results))
-    print(f"wrote {out}")
-    return 0
+    return results
 
 
 def _bench_model(args: argparse.Namespace, out: Path) -> int:
@@ -265,8 +290,7 @@ def _bench_model(args: argparse.Namespace, out: Path) -> int:
     row = throughput(model, images, labels, corruptions=args.corruptions, device=args.device,
                      frost_dir=args.frost_dir)
     row.update(model=args.model, image_size=args.image_size, device=args.device, threads=torch.get_num_threads())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(row, indent=2))
+    _write_output(out, json.dumps(row, indent=2))
     print(f"{args.model}: {row['images_x_variants_per_s']:.0f} images x variants / s ({row['variants']} variants); "
           f"generation {row['generation_s']:.1f} s = {100 * row['generation_over_inference']:.1f} % of inference "
           f"{row['inference_s']:.1f} s")
@@ -310,8 +334,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"{', '.join(given)}: only with --model (the default bench measures fixed setups)")
     results = run_bench(args.device, args.quick, progress=lambda msg: print(f"measuring {msg} ...", file=sys.stderr))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    _write_output(out, json.dumps(results, indent=2))
     for name, row in results["models"].items():
         ratios = "  ".join(f"{k}/sgd {v:.2f}" for k, v in row["step_time_ratio"].items())
         print(f"{name} (batch {row['batch']}, M={row['num_perturbations']}, damp executor {row['damp_executor']}): "
@@ -468,8 +491,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # The library's warnings (e.g. a resume that falls back to previous.pt) as one line each.
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setFormatter(logging.Formatter(f"damp {args.command}: warning: %(message)s"))
+    logger = logging.getLogger("damp")
+    logger.addHandler(warnings)
+    try:
+        return _run_command(args, argv)
+    finally:
+        logger.removeHandler(warnings)
+
+
+def _run_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``args.func(args)``, with every expected failure as one stderr line and its exit code."""
+    from damp.locks import DirectoryInUse
+    from damp.preemption import EXIT_PREEMPTED, Preempted
+
     try:
         return args.func(args)
+    except Preempted as stop:
+        again = sys.argv[1:] if argv is None else list(argv)
+        again = again if "--resume" in again else [*again, "--resume"]
+        print(f"damp {args.command}: {stop}; resume with: damp {shlex.join(again)}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except DirectoryInUse as err:
+        print(f"damp {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"damp {args.command}: error: {message}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from damp import corruptions, methods
+from damp.checkpoint import write_text
 from damp.data.build import AUGMENTS, DATASETS
 from damp.methods.subbatch import BATCHNORM_MODES, EXECUTORS, check_modes
 from damp.models import MODELS
@@ -112,6 +113,7 @@ class TrainerConfig:
     channels_last: bool = False
     compile: bool = False
     checkpoint_every: int = 500  # steps
+    checkpoint_minutes: float = 10.0  # also a checkpoint at least this often, by the clock (0 = off)
     log_every: int = 50  # steps
     metrics_format: str = "jsonl"  # jsonl or csv
     tensorboard: bool = False
@@ -283,7 +285,7 @@ def to_dict(cfg: Any) -> dict:
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
@@ -323,7 +325,8 @@ def validate(cfg: RunConfig) -> None:
                        ("optim.clip_norm", o.clip_norm), ("optim.momentum", o.momentum),
                        ("data.max_train_images", d.max_train_images),
                        ("data.max_test_images", d.max_test_images), ("optim.warmup_epochs", o.warmup_epochs),
-                       ("optim.warmup_steps", o.warmup_steps), ("seed", cfg.seed)):
+                       ("optim.warmup_steps", o.warmup_steps), ("seed", cfg.seed),
+                       ("trainer.checkpoint_minutes", t.checkpoint_minutes)):
         _positive(key, value, allow_zero=True)
     if d.max_test_images and e.c_dir is not None:
         raise ConfigError("data.max_test_images: the released -C files (eval.c_dir) hold the whole test set; "

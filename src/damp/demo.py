@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from damp import __version__
+from damp.checkpoint import write_text
 from damp.config import RunConfig, load_config
 from damp.report import write_report
 from damp.train import train
@@ -92,7 +93,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
         "model": "small_cnn (width 16)", "epochs": settings.epochs, "seed": settings.seed,
         "units": {"error": "%", "ece": "% (15 bins)", "nll": "nats"},
         "damp_version": __version__, "torch": torch.__version__, "python": platform.python_version()}}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_text(out / "results.json", json.dumps(results, indent=2))
     first = next(iter(runs.values()))
     write_report([out / name for name in configs], out, title="damp demo: digits, small CNN, "
                  f"{settings.epochs} epochs, {len(first['corruptions'])} corruptions x "

@@ -36,6 +36,8 @@ def evaluate(model: nn.Module, bundle, cfg, *, variants: dict[str, str] | None =
     Returns the results.json structure: {"clean", "corruptions", "summary", "fgsm", "variants", "meta"}.
     """
     e = cfg.eval
+    x, y = next(iter(bundle.test))
+    check_model(model, to_unit_float(x), y, bundle.num_classes)
     results: dict = {"clean": classification_metrics(*predict(model, bundle.test)), "corruptions": {},
                      "summary": {}, "fgsm": [], "variants": {},
                      "meta": {"units": UNITS, "dataset": cfg.data.name, "model": cfg.model.name,
@@ -51,6 +53,47 @@ def evaluate(model: nn.Module, bundle, cfg, *, variants: dict[str, str] | None =
     results["variants"] = variant_results(model, bundle.classes, bundle.image_size, variants or {}, e.severities,
                                           imagenet_d_map)
     return results
+
+
+PROBE_IMAGES = 2
+
+
+def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> int:
+    """One clear ValueError, before any long evaluation, if ``model`` cannot be evaluated on (x, y);
+    else the number of classes K it predicts.
+
+    Runs the model on the first images of x ((N, C, H, W) [0, 1] floats on its device) and checks
+    that it returns finite (N, K) logits, with K = ``num_classes`` when given, and that the labels
+    y (N,) are class indices below K.
+    """
+    probe, was_training = x[:PROBE_IMAGES], model.training
+    model.eval()  # in train mode the probe would move BatchNorm's running statistics
+    try:
+        with torch.no_grad():
+            logits = model(probe)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"model: fails on images of shape {tuple(probe.shape)} ({first}); does it take "
+                         f"{probe.shape[1]}-channel {probe.shape[-2]}x{probe.shape[-1]} images?") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(probe):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model: expected ({len(probe)}, classes) logits for {len(probe)} images, got {shape}")
+    classes = logits.shape[1]
+    if num_classes is not None and classes != num_classes:
+        raise ValueError(f"model: returns {classes} logits per image, but the data has {num_classes} classes")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"model: returns non-finite logits (NaN or inf) on the first {len(probe)} images")
+    check_labels(y, classes)
+    return classes
+
+
+def check_labels(y: torch.Tensor, classes: int) -> None:
+    """A ValueError unless the labels (N,) are class indices in [0, classes) (one host sync)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"labels: class indices must be in [0, {classes - 1}] for a model with {classes} "
+                         f"outputs, got [{int(y.min())}, {int(y.max())}]")
 
 
 def evaluate_clean(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from damp import methods
+from damp.checkpoint import write_text
 from damp.report import _mean_std as _stats
 from damp.report import (Run, comparison_table, corruption_error_ratios, group, load_run, plot_damp_vs_daap,
                          plot_heatmap, plot_severity_curves, severity_errors)
@@ -249,7 +250,7 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
         lines += ["## Tuning on the hold-out split", "", tuning_table(inputs.sweeps), ""]
     lines += ["## The paper's claims at this scale", ""] + _claims(groups, arms, ratios, inputs.tuning, dataset)
     path = out / "RESULTS.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from damp import methods
+from damp.checkpoint import write_text
 from damp.corruptions import CANONICAL_NAMES
 from damp.corruptions import names as corruption_names
 
@@ -302,5 +303,5 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
         lines += ["DAMP vs. DAAP (paper Fig. 7):", "", "![DAMP vs DAAP](damp_vs_daap.png)", ""]
     lines += ["Runs: " + ", ".join(f"`{r.path}`" for r in runs), ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

@@ -8,6 +8,7 @@ with a results.json) and resumes the unfinished one from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from damp.checkpoint import write_text
 from damp.config import load_config, to_dict
+from damp.locks import has_content, lock_on_main
 from damp.report import run_label
 from damp.train import train
 
@@ -65,16 +68,22 @@ def plan_runs(grid: dict[str, list[str]], seeds: int) -> list[SweepRun]:
 
 def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: str | Path, *,
               sets: list[str] = (), resume: bool = False, final_seeds: int = 0,
-              on_run: Callable[[SweepRun, dict], None] | None = None) -> dict:
+              on_run: Callable[[SweepRun, dict], None] | None = None, lock: bool = True) -> dict:
     """Run (or finish) the sweep and write ``summary.json`` and ``summary.md`` at the top of ``out``.
 
     Tuning: every grid point runs with seeds 0..seeds-1. With ``final_seeds`` > ``seeds`` the point
     selected for each method (lowest mean hold-out error) then also runs seeds seeds..final_seeds-1,
     so the reported point has ``final_seeds`` seeds and the others are not trained again.
     Every tuning run's config is built and validated before the first one trains. ``on_run(run,
-    results)`` is called after each finished run (also for runs a resumed sweep skips).
+    results)`` is called after each finished run (also for runs a resumed sweep skips). The sweep
+    holds the lock of ``out`` throughout (damp.locks), unless ``lock`` is False.
     """
     out = Path(out)
+    with lock_on_main(out) if lock else contextlib.nullcontext():  # lock=False: the caller holds it
+        return _run_sweep(config, grid, seeds, out, sets, resume, final_seeds, on_run)
+
+
+def _run_sweep(config, grid, seeds, out: Path, sets, resume, final_seeds, on_run) -> dict:
     spec = {"config": config, "grid": grid, "seeds": seeds, "set": list(sets), "final_seeds": final_seeds}
     _check_out(out, spec, resume)
     runs = plan_runs(grid, seeds)
@@ -82,7 +91,7 @@ def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: s
     if final_seeds > seeds and any(cfg.data.holdout == 0 for cfg in configs.values()):
         raise ValueError("--final-seeds selects on the hold-out split: set data.holdout (e.g. --set data.holdout=0.1)")
     out.mkdir(parents=True, exist_ok=True)
-    (out / SPEC).write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_text(out / SPEC, yaml.safe_dump(spec, sort_keys=False))
     results = {run: _run_once(run, configs[run], out, on_run) for run in runs}
     selection = select_points(summarize_points(runs, results, configs))
     extra = [SweepRun(tuple(chosen["point"].items()), seed)
@@ -95,8 +104,8 @@ def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: s
                "protocol": "best grid point per method by the mean hold-out error (data.holdout) over seeds "
                            f"0..{seeds - 1}" + (f"; the selected point then runs seeds up to {final_seeds - 1}"
                                                if final_seeds > seeds else "")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(summary_markdown(summary))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
+    write_text(out / "summary.md", summary_markdown(summary))
     return summary
 
 
@@ -115,7 +124,7 @@ def _run_once(run: SweepRun, cfg, out: Path, on_run) -> dict:
     if done.is_file():
         results = json.loads(done.read_text())
     else:
-        started = directory.is_dir() and any(directory.iterdir())
+        started = has_content(directory)
         results = train(cfg, directory, resume=started)
     if on_run is not None:
         on_run(run, results)
@@ -128,7 +137,7 @@ def _check_out(out: Path, spec: dict, resume: bool) -> None:
     if resume and saved.is_file():
         if yaml.safe_load(saved.read_text()) != json.loads(json.dumps(spec)):
             raise ValueError(f"{out}: --resume with a different sweep (config, grid, seeds or --set) than {saved}")
-    elif out.exists() and any(out.iterdir()) and not resume:
+    elif has_content(out) and not resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue the sweep or choose another --out")
 
 

@@ -14,6 +14,7 @@ per rank), so a run killed at any step and resumed ends bit-identical to an unin
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +26,29 @@ import yaml
 from torch import nn
 
 from damp import __version__, methods, seeding
-from damp.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from damp.checkpoint import CheckpointError, load_checkpoint, load_newest, write_text
 from damp.config import RunConfig, dump_config, method_arguments, to_dict
 from damp.corruptions import corrupt_half
 from damp.data.augment import mixup_fixed
 from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
 from damp.evaluate import check_evaluation_inputs, evaluate
+from damp.locks import has_content, lock_on_main
 from damp.metrics import classification_metrics
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
 from damp.outputs import RunOutputs
+from damp.preemption import Preempted, StopSignals, stop_signals
 from damp.runtime import autocast_dtype, resolve_device
 from damp.variants import predict
 
-# Sections that must match for --resume: a checkpoint of another model or dataset is refused.
-RESUME_MUST_MATCH = ("data", "model", "seed")
+# Config keys (and sections) that must match for --resume: a checkpoint of another model, method
+# or dataset is refused. The method's hyperparameters may change (e.g. a smaller method.std after a
+# non-finite loss).
+RESUME_MUST_MATCH = ("data", "model", "method.name", "seed")
+# Keys of those sections that do not change the training (paths and evaluation-only settings).
+RESUME_MAY_DIFFER = ("data.root", "data.num_workers", "data.eval_batch_size", "data.max_test_images")
+LOG = logging.getLogger("damp")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,6 +75,7 @@ class Run:
     step: int = 0
     running: dict = field(default_factory=lambda: {"loss_sum": 0.0})  # partial interval sum, checkpointed
     train_seconds: float = 0.0  # wall-clock of the step loop, summed over resumed sessions (checkpointed)
+    unflushed: float = 0.0  # loss sum of the steps since the last flush, at a checkpoint between flushes
 
     @property
     def steps_per_epoch(self) -> int:
@@ -82,39 +91,60 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
     device_type = "cuda" if cfg.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
     rank, world, local_rank = init_from_env(device_type)
     try:
-        run, state = prepare(cfg, Path(out), rank, world, resolve_device(cfg.trainer.device, local_rank),
-                             resume, overwrite)
-        restore(run, state)
-        t = cfg.trainer
-        with RunOutputs(run.out, desc=f"train {cfg.method.name}", total=run.total, start_step=run.step,
-                        images_per_step=cfg.data.batch_size, resumed=state is not None,
-                        metrics_format=t.metrics_format, tensorboard=t.tensorboard, progress=t.progress) as outputs:
-            train_steps(run, outputs)
-        results = evaluate_and_write(run)
-        barrier()
-        return results
+        with lock_on_main(out):
+            run, state = prepare(cfg, Path(out), rank, world, resolve_device(cfg.trainer.device, local_rank),
+                                 resume, overwrite)
+            restore(run, state)
+            t = cfg.trainer
+            with RunOutputs(run.out, desc=f"train {cfg.method.name}", total=run.total, start_step=run.step,
+                            images_per_step=cfg.data.batch_size, resumed=state is not None,
+                            metrics_format=t.metrics_format, tensorboard=t.tensorboard,
+                            progress=t.progress) as outputs:
+                train_steps(run, outputs)
+            results = evaluate_and_write(run)
+            barrier()
+            return results
     finally:
         teardown()
 
 
-def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dict | None:
-    """Check the output directory; on resume load and check the checkpoint. Returns it (or None)."""
+def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[dict | None, Path | None]:
+    """Check the output directory; on resume load and check the newest readable checkpoint.
+
+    Returns it and its path (None, None for a fresh start).
+    """
     if resume:
-        path = find_checkpoint(out)
-        if path is None:
+        newest = load_newest(out)
+        if newest is None:
             saved = out / "config.yaml"
             if saved.is_file() and yaml.safe_load(saved.read_text()) == to_dict(cfg):
-                return None  # killed before its first checkpoint: the same run starts from step 0
+                return None, None  # killed before its first checkpoint: the same run starts from step 0
             raise FileNotFoundError(f"{out}: no checkpoint to resume from (last.pt / previous.pt)")
-        state = load_checkpoint(path)
-        saved = state.get("config", {})
-        for key in RESUME_MUST_MATCH:
-            if saved.get(key) != to_dict(cfg).get(key):
-                raise CheckpointError(f"{path}: checkpoint was trained with a different {key!r} config; "
-                                      "resume with the same data/model/seed")
-        return state
-    if out.exists() and any(out.iterdir()) and not overwrite:
+        state, path, skipped = newest
+        if skipped:
+            LOG.warning("%s; resuming from %s (step %s)", skipped[0], path.name, state.get("step"))
+        difference = first_difference(state.get("config", {}), to_dict(cfg), RESUME_MUST_MATCH)
+        if difference is not None:
+            raise CheckpointError(f"{path}: the checkpoint is of another run ({difference}); resume with the same "
+                                  "data, model, method and seed, or start a new --out")
+        return state, path
+    if has_content(out) and not overwrite:
         raise FileExistsError(f"{out} is not empty; pass --resume to continue or --overwrite to start over")
+    return None, None
+
+
+def first_difference(saved: dict, current: dict, keys: tuple[str, ...]) -> str | None:
+    """The first config key under ``keys`` whose value differs, as "key: X in the checkpoint, Y here"."""
+    def flat(tree, prefix: str = "") -> dict:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+    old, new = {k.rstrip("."): v for k, v in flat(saved).items()}, {k.rstrip("."): v for k, v in flat(current).items()}
+    for key in sorted(old.keys() | new.keys()):
+        checked = any(key == k or key.startswith(k + ".") for k in keys)
+        if checked and key not in RESUME_MAY_DIFFER and old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} here"
     return None
 
 
@@ -124,10 +154,10 @@ def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.devi
 
     Returns the run and the checkpoint to restore (None for a fresh start).
     """
-    state = check_run_dir(out, cfg, resume, overwrite) if is_main() else None
-    barrier()
-    if not is_main() and resume and find_checkpoint(out) is not None:
-        state = load_checkpoint(find_checkpoint(out))
+    state, path = check_run_dir(out, cfg, resume, overwrite) if is_main() else (None, None)
+    path = all_gather_objects(path)[0]  # every rank resumes from the file rank 0 chose
+    if not is_main() and path is not None:
+        state = load_checkpoint(path)
     t = cfg.trainer
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=cfg.model.name.startswith("vit"))
@@ -165,6 +195,7 @@ def restore(run: Run, state: dict | None) -> None:
         if run.device.type == "cuda" and run.rank < len(cuda_rng):
             torch.cuda.set_rng_state(cuda_rng[run.rank], run.device)
         run.step, run.running = int(state["step"]), dict(state["running"])
+        run.unflushed = float(state.get("unflushed", 0.0))
         run.train_seconds = float(state.get("train_seconds", 0.0))
     run.net = run.model
     if run.world > 1:
@@ -175,32 +206,57 @@ def restore(run: Run, state: dict | None) -> None:
 
 
 def train_steps(run: Run, outputs: RunOutputs) -> None:
-    """The step loop: from ``run.step`` to ``run.total``, logging and checkpointing at intervals."""
+    """The step loop: from ``run.step`` to ``run.total``, logging and checkpointing at intervals.
+
+    A stop signal (SIGTERM, SIGINT, SIGUSR1) ends the loop after the step in progress, with a
+    checkpoint, by raising :class:`damp.preemption.Preempted`; trainer.checkpoint_minutes adds
+    checkpoints by the clock. Neither changes what is trained, so a resume stays bit-identical.
+    """
     t = run.cfg.trainer
-    tracker = LossTracker(run.device)
+    tracker = LossTracker(run.device, run.unflushed)
     run.model.train()
     session_start, before = time.perf_counter(), run.train_seconds
-    while run.step < run.total:
-        epoch, start_batch = divmod(run.step, run.steps_per_epoch)
-        run.bundle.train.set_epoch(epoch)
-        for batch_index, (x, y) in enumerate(run.bundle.train.iter_from(start_batch), start_batch):
-            x, y = _batch_transforms(run.cfg, x, y, epoch, batch_index, run.bundle.num_classes)
-            tracker.add(train_step(run, x, y), run.step)
-            run.step += 1
-            outputs.step_done()
-            at_log = run.step % t.log_every == 0 or run.step == run.total
-            at_checkpoint = run.step % t.checkpoint_every == 0 or run.step == run.total
-            if at_log or at_checkpoint:  # the only host syncs: once per interval
-                run.running["loss_sum"] += tracker.flush(run)
-            if at_log:
-                outputs.log(_metrics_row(run, epoch))
-            if _at_validation(run):  # before the checkpoint, so a resume never skips a validation row
-                outputs.validation(validate(run))
-            if at_checkpoint:  # the clock is read after the interval's host sync, so it is not ahead of the device
-                run.train_seconds = before + time.perf_counter() - session_start
-                outputs.checkpoint(lambda: checkpoint_payload(run))
-            if run.step >= run.total:
-                break
+    flags_device = run.device if torch.distributed.is_initialized() and \
+        torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    with stop_signals(t.checkpoint_minutes, flags_device) as stops:
+        while run.step < run.total:
+            epoch, start_batch = divmod(run.step, run.steps_per_epoch)
+            run.bundle.train.set_epoch(epoch)
+            for batch_index, (x, y) in enumerate(run.bundle.train.iter_from(start_batch), start_batch):
+                x, y = _batch_transforms(run.cfg, x, y, epoch, batch_index, run.bundle.num_classes)
+                tracker.add(train_step(run, x, y), run.step)
+                run.step += 1
+                outputs.step_done()
+                _after_step(run, outputs, tracker, stops, epoch, before + time.perf_counter() - session_start)
+                if run.step >= run.total:
+                    break
+        stops.drain()
+        if stops.any_received():  # a signal during the last steps: the final checkpoint is written
+            raise Preempted(stops.received or "a signal on another rank", run.step, str(run.out / "last.pt"))
+
+
+def _after_step(run: Run, outputs: RunOutputs, tracker: LossTracker, stops: StopSignals, epoch: int,
+                seconds: float) -> None:
+    """Log, validate and checkpoint as the intervals, the clock and the signals ask."""
+    t = run.cfg.trainer
+    decision = stops.poll()
+    at_log = run.step % t.log_every == 0 or run.step == run.total
+    at_interval = run.step % t.checkpoint_every == 0 or run.step == run.total
+    if at_log or at_interval:  # the only host syncs: once per interval
+        run.running["loss_sum"] += tracker.flush(run)
+    if at_log:
+        outputs.log(_metrics_row(run, epoch))
+    if _at_validation(run):  # before the checkpoint, so a resume never skips a validation row
+        outputs.validation(validate(run))
+    if at_interval or decision.checkpoint:
+        # Between flushes the device's partial loss sum is saved as it is (flushing it here would
+        # round the logged loss differently from an uninterrupted run).
+        run.unflushed = 0.0 if at_interval else tracker.peek(run)
+        run.train_seconds = seconds  # read after the interval's host sync, so not ahead of the device
+        outputs.checkpoint(lambda: checkpoint_payload(run))
+        stops.checkpointed()
+    if decision.stop and run.step < run.total:
+        raise Preempted(stops.received or "a signal on another rank", run.step, str(run.out / "last.pt"))
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -265,7 +321,7 @@ def checkpoint_payload(run: Run) -> dict:
             "cuda_rng": all_gather_objects(torch.cuda.get_rng_state(run.device))
             if run.device.type == "cuda" else [],
             "step": run.step, "epoch": run.step // run.steps_per_epoch, "running": run.running,
-            "train_seconds": run.train_seconds,
+            "train_seconds": run.train_seconds, "unflushed": run.unflushed,
             "config": to_dict(run.cfg), "damp_version": __version__}
 
 
@@ -281,16 +337,16 @@ def evaluate_and_write(run: Run) -> dict:
                             "world_size": run.world, "train_seconds": round(run.train_seconds, 2),
                             "damp_version": __version__,
                             "skipped_images": run.bundle.skipped_images})
-    (run.out / "results.json").write_text(json.dumps(results, indent=2))
+    write_text(run.out / "results.json", json.dumps(results, indent=2))
     return results
 
 
 class LossTracker:
     """Sums losses and remembers the first non-finite step on the device, read once per interval."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, start: float = 0.0) -> None:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.loss_sum = torch.full((), start, device=device, dtype=torch.float64)
 
     def add(self, loss: torch.Tensor, step: int) -> None:
         bad = ~torch.isfinite(loss)
@@ -298,8 +354,8 @@ class LossTracker:
                                      self.first_bad)
         self.loss_sum += loss.double()
 
-    def flush(self, run: Run) -> float:
-        """The interval's loss sum (host sync); raises NonFiniteLossError on every rank together."""
+    def check(self, run: Run) -> None:
+        """Raise NonFiniteLossError on every rank together if a loss so far was NaN/inf (host sync)."""
         bad_step = int(self.first_bad)
         if torch.distributed.is_initialized():  # every rank stops together, or the healthy ones would hang
             flag = torch.tensor([bad_step], device=self.first_bad.device)
@@ -310,7 +366,15 @@ class LossTracker:
                 f"non-finite loss ({float(self.loss_sum)}) at step {bad_step} "
                 f"(lr {run.optimizer.param_groups[0]['lr']:.4g}, method {run.method!r}); the last good checkpoint "
                 "is kept: fix the cause (e.g. --set method.std=...) and run again with --resume")
-        total = float(self.loss_sum)
+
+    def peek(self, run: Run) -> float:
+        """The sum so far, left in place (after :meth:`check`)."""
+        self.check(run)
+        return float(self.loss_sum)
+
+    def flush(self, run: Run) -> float:
+        """The interval's loss sum (host sync), then zero; after :meth:`check`."""
+        total = self.peek(run)
         self.loss_sum.zero_()
         return total
 
