@@ -56,7 +56,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "small_cnn"  # a built-in model, or package.module:factory (any torch model)
     dropout: float = 0.0  # built-in models (a factory takes its own dropout through kwargs)
-    width: int = 0  # small_cnn first-stage width (0 = default)
+    width: int = 0  # small_cnn and resnet8 first-stage width (0 = default)
     kwargs: dict = field(default_factory=dict)  # module:factory models: factory(num_classes, in_channels, **kwargs)
     normalize: bool = False  # module:factory models: feed (x - mean) / std of the dataset instead of [0, 1] pixels
 
@@ -102,6 +102,7 @@ class EvalConfig:
     c_dir: str | None = None  # released -C files instead of on-the-fly corruptions
     seed: int = 0
     every_epochs: int = 0  # validate every N epochs during training (hold-out split, else test set); 0 = off
+    train_metrics: bool = False  # also error/NLL/ECE on the un-augmented training images (resident datasets)
 
 
 @dataclass(frozen=True)

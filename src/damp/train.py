@@ -161,6 +161,8 @@ def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.devi
     t = cfg.trainer
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     bundle = build_data(cfg, rank=rank, world_size=world, device=device, vit=cfg.model.name.startswith("vit"))
+    if cfg.eval.train_metrics and bundle.train_plain is None:
+        raise ValueError("eval.train_metrics: needs a resident dataset (digits, fashion_mnist, cifar, tiny_imagenet)")
     model = model_for(cfg, bundle).to(device)
     if t.precision == "fp64":  # float64 end to end, for reference checks (e.g. 1 vs N processes)
         model = model.double()
@@ -333,6 +335,8 @@ def evaluate_and_write(run: Run) -> dict:
     results = evaluate(run.model.float(), run.bundle, run.cfg)
     if run.bundle.holdout is not None:  # the tuning split, next to the test metrics (paper §4: 10 % hold-out)
         results["holdout"] = classification_metrics(*predict(run.model, run.bundle.holdout))
+    if run.cfg.eval.train_metrics:  # the fit: train error next to hold-out and test error
+        results["train"] = classification_metrics(*predict(run.model, run.bundle.train_plain))
     results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,
                             "world_size": run.world, "train_seconds": round(run.train_seconds, 2),
                             "damp_version": __version__,

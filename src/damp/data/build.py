@@ -46,6 +46,7 @@ class DataBundle:
     classes: list[str] | None = None
     skipped_images: int = 0  # undecodable images dropped (data.skip_bad_images)
     holdout: Any = None  # loader over the held-out training images (data.holdout), else None
+    train_plain: Any = None  # the training images without augmentation, in order (resident datasets)
 
 
 def load_arrays(name: str, root: str | None, max_train_images: int = 0, max_test_images: int = 0) -> ArrayDataset:
@@ -152,4 +153,6 @@ def _array_data(d, augment: str, seed: int, per_rank: int, vit: bool, shard: dic
     test = ResidentLoader(data.test_images, data.test_labels, d.eval_batch_size, device=device)
     mean, std = VIT_STATS if vit else STATS[d.name]
     return DataBundle(train, test, data.num_classes, data.in_channels, data.image_size, mean, std,
-                      (data.test_images, data.test_labels), holdout=holdout)
+                      (data.test_images, data.test_labels), holdout=holdout,
+                      train_plain=ResidentLoader(data.train_images, data.train_labels, d.eval_batch_size,
+                                                 device=device))

@@ -11,12 +11,14 @@ from typing import Any
 import torch  # noqa: F401 - the doctest above uses it
 from torch import nn
 
-from damp.models.resnet import preact_resnet18, resnet18, resnet50
+from damp.models.resnet import preact_resnet18, resnet8, resnet18, resnet50
 from damp.models.small import MLP, Normalize, SmallCNN
 from damp.models.user import Normalized, build_user_model, is_factory_path
 from damp.models.vit import vit_b16, vit_s16
 
-MODELS = ("small_cnn", "mlp", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16")
+# Built-in models whose first-stage width model.width sets (0: their default).
+WIDTH_MODELS = ("small_cnn", "resnet8")
+MODELS = ("small_cnn", "mlp", "resnet8", "resnet18", "preact_resnet18", "resnet50", "vit_s16", "vit_b16")
 
 
 def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size: int = 32, dropout: float = 0.0,
@@ -38,8 +40,9 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, image_size
     if name == "mlp":
         return MLP(in_channels * image_size * image_size, num_classes, dropout=dropout, mean=mean[0], std=std[0],
                    **kwargs)
-    if name in ("resnet18", "preact_resnet18", "resnet50"):
-        builder = {"resnet18": resnet18, "preact_resnet18": preact_resnet18, "resnet50": resnet50}[name]
+    if name in ("resnet8", "resnet18", "preact_resnet18", "resnet50"):
+        builder = {"resnet8": resnet8, "resnet18": resnet18, "preact_resnet18": preact_resnet18,
+                   "resnet50": resnet50}[name]
         return builder(num_classes, in_channels=in_channels, **common, **kwargs)
     if name in ("vit_s16", "vit_b16"):
         builder = vit_s16 if name == "vit_s16" else vit_b16
@@ -57,7 +60,7 @@ def model_for(cfg: Any, bundle: Any) -> nn.Module:
         model = build_user_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                  kwargs=cfg.model.kwargs)
         return Normalized(model, tuple(bundle.mean), tuple(bundle.std)) if cfg.model.normalize else model
-    extra = {"width": cfg.model.width} if cfg.model.name == "small_cnn" and cfg.model.width else {}
+    extra = {"width": cfg.model.width} if cfg.model.name in WIDTH_MODELS and cfg.model.width else {}
     return build_model(cfg.model.name, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                        image_size=bundle.image_size, dropout=cfg.model.dropout, mean=bundle.mean, std=bundle.std,
                        **extra)

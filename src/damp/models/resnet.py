@@ -155,11 +155,12 @@ class ResNet(nn.Module):
         layers: blocks per stage.
         stem: "cifar" or "imagenet".
         mean, std: input normalisation inside the model (inputs are [0, 1] pixels).
+        width: channels of the stem and the first stage (64 in the paper's ResNets).
     """
 
     def __init__(self, block: type[nn.Module], layers: list[int], num_classes: int, *, stem: str = "cifar",
                  in_channels: int = 3, dropout: float = 0.0, mean: tuple[float, ...] = (0.5,) * 3,
-                 std: tuple[float, ...] = (0.5,) * 3) -> None:
+                 std: tuple[float, ...] = (0.5,) * 3, width: int = 64) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"Unknown stem: {stem!r} (choose 'cifar' or 'imagenet')")
@@ -168,19 +169,19 @@ class ResNet(nn.Module):
         stride = 1 if stem == "cifar" else 2
         # The stem's padding and max-pool sit outside ``self.stem`` so its parameter names stay stem.0/stem.1.
         self.stem_pad = _pad(7, 2) if stem == "imagenet" else nn.Identity()
-        layers_stem: list[nn.Module] = [_conv(in_channels, 64, 3 if stem == "cifar" else 7, stride)]
+        layers_stem: list[nn.Module] = [_conv(in_channels, width, 3 if stem == "cifar" else 7, stride)]
         if not preact:  # the official resnet_v2 stem is the conv alone
-            layers_stem += [nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+            layers_stem += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(*layers_stem)
         self.maxpool = (nn.Sequential(_pad(3, 2, float("-inf")), nn.MaxPool2d(3, 2)) if stem == "imagenet"
                         else nn.Identity())
-        stages, cin = [], 64
+        stages, cin = [], width
         for i, n in enumerate(layers):
-            width = 64 * 2**i
+            stage_width = width * 2**i
             blocks = []
             for j in range(n):
-                blocks.append(block(cin, width, 2 if (j == 0 and i > 0) else 1))
-                cin = width * block.expansion
+                blocks.append(block(cin, stage_width, 2 if (j == 0 and i > 0) else 1))
+                cin = stage_width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.final = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)) if preact else nn.Sequential()
@@ -202,6 +203,12 @@ def resnet18(num_classes: int, **kw) -> ResNet:
 
 def preact_resnet18(num_classes: int, **kw) -> ResNet:
     return ResNet(PreActBlock, [2, 2, 2, 2], num_classes, stem="cifar", **kw)
+
+
+def resnet8(num_classes: int, width: int = 16, **kw) -> ResNet:
+    """Three stages of one BasicBlock (widths w, 2w, 4w): the CIFAR ResNet18 recipe at a size that
+    trains to convergence on 2 CPU cores (the converged evidence suite, docs/evidence.md)."""
+    return ResNet(BasicBlock, [1, 1, 1], num_classes, stem="cifar", width=width, **kw)
 
 
 def resnet50(num_classes: int, **kw) -> ResNet:
