@@ -1,13 +1,17 @@
 """Pilot of the converged Fashion-MNIST suite: does SGD reach the paper's regime at this size?
 
-Trains SGD with configs/fashion_mnist_resnet8/sgd.yaml on each candidate training-set size and
-judges the regime by the rules docs/evidence.md fixes before the runs:
+Trains SGD with configs/fashion_mnist_resnet8/sgd.yaml on each candidate (training-set size,
+width) of a stage and judges the regime by the rules docs/evidence.md fixes before the runs:
 - train error (un-augmented training images) <= 1 %;
 - hold-out error at least 5 pt above the train error;
 - hold-out NLL rising late: the last validation's NLL is >= 1.05 x the smallest, which comes before it.
-The suite uses the largest candidate that passes. Writes pilot.json, pilot.md and pilot.png (the curves).
+The suite uses the largest candidate that passes. Writes pilotS.json, pilotS.md and pilotS.png (the
+curves) for stage S.
 
-    python benchmarks/converged_pilot.py [--out runs/converged_pilot] [--results results/fashion_mnist_converged]
+Stage 1: width 16 at 2000 and 5000 images. Stage 2 was added after stage 1 accepted neither (both
+under-fitted: train error 2.6-3.5 %, no late NLL rise) and before it ran: the same sizes at width 32.
+
+    python benchmarks/converged_pilot.py --stage 2 [--out runs/converged_pilot] [--results results/...]
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from damp.config import load_config
 from damp.train import train
 
 CONFIG = "configs/fashion_mnist_resnet8/sgd.yaml"
-CANDIDATES = (2000, 5000)  # data.max_train_images (10 % of them held out)
+# (data.max_train_images (10 % of them held out), model.width) per stage.
+STAGES = {1: ((2000, 16), (5000, 16)), 2: ((2000, 32), (5000, 32))}
 RULES = {"max_train_error": 1.0, "min_gap": 5.0, "nll_rise": 1.05}
 
 
@@ -44,7 +49,7 @@ def judge(results: dict, rows: list[dict]) -> dict:
             "accepted": all(checks.values())}
 
 
-def plot(curves: dict[int, list[dict]], path: Path) -> None:
+def plot(curves: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,8 +58,8 @@ def plot(curves: dict[int, list[dict]], path: Path) -> None:
     fig, (err, nll) = plt.subplots(1, 2, figsize=(10, 3.8))
     for size, rows in curves.items():
         epochs = [r["epoch"] for r in rows]
-        err.plot(epochs, [r["val_error"] for r in rows], marker="o", ms=3, label=f"{size} images")
-        nll.plot(epochs, [r["val_nll"] for r in rows], marker="o", ms=3, label=f"{size} images")
+        err.plot(epochs, [r["val_error"] for r in rows], marker="o", ms=3, label=size)
+        nll.plot(epochs, [r["val_nll"] for r in rows], marker="o", ms=3, label=size)
     err.set(xlabel="epoch", ylabel="hold-out error %", title="SGD hold-out error")
     nll.set(xlabel="epoch", ylabel="hold-out NLL (nats)", title="SGD hold-out NLL")
     for ax in (err, nll):
@@ -68,28 +73,33 @@ def plot(curves: dict[int, list[dict]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/converged_pilot", help="run directories (resumable)")
-    parser.add_argument("--results", default="results/fashion_mnist_converged", help="where pilot.* go")
+    parser.add_argument("--results", default="results/fashion_mnist_converged", help="where pilotS.* go")
+    parser.add_argument("--stage", type=int, choices=sorted(STAGES), default=max(STAGES))
     args = parser.parse_args()
-    out, results_dir = Path(args.out), Path(args.results)
+    out, results_dir, stage = Path(args.out), Path(args.results), args.stage
     verdicts, curves = {}, {}
-    for size in CANDIDATES:
-        run_dir = out / f"images={size}"
-        cfg = load_config(CONFIG, [f"data.max_train_images={size}", "eval.corruptions=none",
-                                   "trainer.progress=false"])
+    for images, width in STAGES[stage]:
+        size = f"{images} images, width {width}"
+        run_dir = out / (f"images={images}" if width == 16 else f"images={images}__width={width}")
+        cfg = load_config(CONFIG, [f"data.max_train_images={images}", f"model.width={width}",
+                                   "eval.corruptions=none", "trainer.progress=false"])
         done = run_dir / "results.json"
         results = json.loads(done.read_text()) if done.is_file() else train(cfg, run_dir, resume=run_dir.is_dir())
         curves[size] = validation_rows(run_dir)
         verdicts[size] = judge(results, curves[size]) | {"train_seconds": results["meta"]["train_seconds"]}
     accepted = [size for size, v in verdicts.items() if v["accepted"]]
-    chosen = max(accepted) if accepted else None
+    chosen = accepted[-1] if accepted else None  # candidates are in growing order
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_text(results_dir / "pilot.json", json.dumps({"config": CONFIG, "rules": RULES, "candidates": verdicts,
-                                                       "chosen": chosen, "curves": curves}, indent=2))
-    plot(curves, results_dir / "pilot.png")
-    lines = ["# Converged suite: pilot", "", f"SGD, `{CONFIG}`, {len(curves[CANDIDATES[0]])} validations per run. "
+    name = f"pilot{stage}"
+    write_text(results_dir / f"{name}.json", json.dumps({"config": CONFIG, "stage": stage, "rules": RULES,
+                                                         "candidates": verdicts, "chosen": chosen, "curves": curves},
+                                                        indent=2))
+    plot(curves, results_dir / f"{name}.png")
+    lines = [f"# Converged suite: pilot, stage {stage}", "",
+             f"SGD, `{CONFIG}`, {len(next(iter(curves.values())))} validations per run. "
              "Rules fixed before the runs (docs/evidence.md): train error ≤ 1 %, hold-out error ≥ train error + 5 pt, "
              "final hold-out NLL ≥ 1.05 × its minimum.", "",
-             "| training images | train error % | hold-out error % | gap pt | test error % | hold-out NLL min (epoch) "
+             "| candidate | train error % | hold-out error % | gap pt | test error % | hold-out NLL min (epoch) "
              "→ final | train s | accepted |", "|---|---|---|---|---|---|---|---|"]
     for size, v in verdicts.items():
         lines.append(f"| {size} | {v['train_error']:.2f} | {v['holdout_error']:.2f} | {v['gap']:.2f} | "
@@ -97,8 +107,8 @@ def main() -> None:
                      f"{v['final_holdout_nll']:.3f} | {v['train_seconds']:.0f} | "
                      f"{'yes' if v['accepted'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)} |")
     lines += ["", f"Chosen: {chosen if chosen else 'none (no candidate reaches the regime)'}.", "",
-              "![SGD hold-out curves](pilot.png)", ""]
-    write_text(results_dir / "pilot.md", "\n".join(lines))
+              f"![SGD hold-out curves]({name}.png)", ""]
+    write_text(results_dir / f"{name}.md", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -105,8 +105,8 @@ def test_results_md_verdicts_follow_the_numbers(tmp_path, damp_corrupted, verdic
     breadth = _section(text, "Single-corruption training vs DAMP in breadth (claim 2)")
     assert "sgd + zoom_blur: below 1 on 1 of 19 corruptions" in breadth
     tuning = text.split("## Tuning on the hold-out split")[1]
-    assert "| damp | method.std=0.3 | 1 | 11.10 |  |" in tuning
-    assert "| damp | method.std=0.1 | 3 | 10.10 | yes |" in tuning
+    assert "| damp | method.std=0.3 | 1 | 11.10 | n/a |  |" in tuning
+    assert "| damp | method.std=0.1 | 3 | 10.10 | n/a | yes |" in tuning
     if damp_corrupted == 25.0:  # 5 points below SGD at 1.1x its time: 5 / 1.1 per SGD-length of training
         assert "| damp σ=0.1 | 28.10 ± 0.10 | 10.20 ± 0.10 | 1.10 | +5.00 | 4.55 |" in cost
 
@@ -117,3 +117,19 @@ def test_missing_arms_are_named_not_assessed(tmp_path):
     assert main(["report", *kept, "--out", str(tmp_path / "r"), "--claims"]) == 0
     text = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "Not assessed: no daap runs." in text and "Not assessed: no sam runs." in text
+
+
+def test_paired_differences_and_runs_csv(tmp_path):
+    import csv
+
+    out = tmp_path / "results"
+    assert main(["report", *_suite(tmp_path / "suite", 25.0), "--out", str(out), "--claims"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    table = text.split("## Paired differences to SGD")[1].split("##")[0]
+    damp_row = next(line for line in table.splitlines() if line.startswith("| damp |"))
+    # Same offsets per seed in both arms: the differences are exact (+0.10 clean, -5.00 at every severity).
+    assert "| 3 | +0.10 [+0.10, +0.10] | yes" in damp_row and damp_row.count("-5.00 [-5.00, -5.00]") == 5
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 21 and {r["arm"] for r in rows} >= {"sgd", "damp", "dropout", "sgd + zoom_blur"}
+    sgd = [r for r in rows if r["arm"] == "sgd"]
+    assert [float(r["clean_error"]) for r in sgd] == pytest.approx([10.0, 10.1, 10.2])

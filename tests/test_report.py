@@ -134,3 +134,21 @@ def test_a_foreign_models_evaluation_is_named_by_its_model_and_runs_count_once(t
     assert main(["report", str(sgd), str(foreign), str(sgd), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| sgd | 1 |" in text and "| pkg.models:build | 1 |" in text
+
+
+def test_runs_that_differ_beyond_the_label_are_separate_rows_and_seeds_are_one(tmp_path):
+    from damp.evidence import arm
+    from damp.report import group, load_run
+
+    def cfg(m: int, seed: int, device: str = "cpu") -> dict:
+        return {"method": {"name": "damp", "std": 0.1, "num_perturbations": m}, "model": {"name": "small_cnn"},
+                "data": {"name": "digits"}, "trainer": {"device": device}, "seed": seed}
+    runs = [load_run(write_run(tmp_path / f"m{m}-s{seed}", results(10.0 + m, lambda n: 20.0), cfg(m, seed, device)))
+            for m, seed, device in [(4, 0, "cpu"), (4, 1, "auto"), (8, 0, "cpu")]]
+    groups = group(runs)
+    assert sorted(groups) == ["damp σ=0.1 (num_perturbations=4)", "damp σ=0.1 (num_perturbations=8)"]
+    assert len(groups["damp σ=0.1 (num_perturbations=4)"]) == 2  # seeds (and the device) do not split a group
+    assert {arm(r) for r in runs} == {"damp"}
+    dropout = load_run(write_run(tmp_path / "drop", results(9.0, lambda n: 20.0),
+                                 {"method": {"name": "sgd"}, "model": {"dropout": 0.1}, "seed": 0}))
+    assert arm(dropout) == "dropout" and dropout.label.startswith("dropout")

@@ -83,3 +83,62 @@ def test_final_seeds_need_a_holdout_split(tmp_path):
     sets = [s for s in SETS if not s.startswith("data.holdout")]
     with pytest.raises(ValueError, match="data.holdout"):
         run_sweep(None, GRID, 1, tmp_path / "s", sets=sets, final_seeds=2)
+
+
+def test_fresh_seeds_are_the_only_reported_ones(tmp_path):
+    from damp.evidence import load_inputs
+
+    summary = run_sweep(None, GRID, 1, tmp_path / "s", sets=SETS, fresh_seeds=2)
+    chosen = summary["selection"]["damp"]["point"]["method.std"]
+    assert summary["reported_seeds"] == [1, 2] and "fresh seeds 1..2, the only ones reported" in summary["protocol"]
+    inputs = load_inputs([tmp_path / "s"])
+    assert sorted(r.config["seed"] for r in inputs.selected) == [1, 2]  # the tuning seed 0 is not reported
+    assert all(r.config["method"]["std"] == float(chosen) for r in inputs.selected)
+    assert len(inputs.tuning) == 2  # both grid points' tuning seeds
+    with pytest.raises(ValueError, match="give one"):
+        run_sweep(None, GRID, 1, tmp_path / "t", sets=SETS, fresh_seeds=2, final_seeds=3)
+
+
+def test_a_selection_at_the_grid_edge_extends_the_grid(tmp_path, monkeypatch):
+    import damp.sweep as sweep
+
+    # Hold-out error as a known function of std, minimal at 0.4: the grid 0.05, 0.1 must grow upwards.
+    def fake_train(cfg, directory, resume=False):
+        directory.mkdir(parents=True, exist_ok=True)
+        results = {"holdout": {"error": abs(cfg.method.std - 0.4)}, "clean": {"error": 1.0}, "meta": {}}
+        (directory / "results.json").write_text(json.dumps(results))
+        return results
+    monkeypatch.setattr(sweep, "train", fake_train)
+    summary = run_sweep(None, {"method.std": ["0.05", "0.1"]}, 1, tmp_path / "s", sets=SETS, extend_edges=3)
+    assert summary["grid"]["method.std"] == ["0.05", "0.1", "0.2", "0.4", "0.8"]
+    assert [e["added"] for e in summary["extensions"]] == ["0.2", "0.4", "0.8"]
+    assert summary["selection"]["damp"]["point"] == {"method.std": "0.4"}  # interior after three steps
+    assert "the upper edge" in summary["protocol"]
+    capped = run_sweep(None, {"method.std": ["0.05", "0.1"]}, 1, tmp_path / "t", sets=SETS, extend_edges=1)
+    assert capped["grid"]["method.std"] == ["0.05", "0.1", "0.2"] and len(capped["extensions"]) == 1
+
+
+def test_tune_sets_apply_to_tuning_runs_only_and_holdout_corruptions_are_tuning_numbers(tmp_path):
+    from damp.config import load_config
+
+    summary = run_sweep(None, {"method.std": ["0.1"]}, 1, tmp_path / "s", sets=SETS, fresh_seeds=1,
+                        tune_sets=["eval.holdout_corruptions=gaussian_noise,contrast"])
+    tuning = json.loads((tmp_path / "s" / "std=0.1__seed=0" / "results.json").read_text())
+    fresh = json.loads((tmp_path / "s" / "std=0.1__seed=1" / "results.json").read_text())
+    assert set(tuning["holdout_corruptions"]["severity_error"]) == {"1", "2", "3", "4", "5"}
+    assert "holdout_corruptions" not in fresh and tuning["corruptions"] == fresh["corruptions"] == {}
+    assert summary["points"][0]["holdout_corruption_error"] == pytest.approx(
+        tuning["holdout_corruptions"]["mean_corruption_error"])
+    with pytest.raises(ValueError, match="eval.holdout_corruptions: needs a hold-out split"):
+        load_config(None, ["eval.holdout_corruptions=all"])
+
+
+def test_a_time_budget_stops_between_runs_and_resume_continues(tmp_path, capsys):
+    args = ["sweep", "--grid", "method.std=0.1,0.2", "--out", str(tmp_path / "s"), "--quiet",
+            "--budget-minutes", "1e-9", *[f"--set={s}" for s in SETS]]
+    assert main(args) == 75  # every call trains one run before the budget can stop it
+    err = capsys.readouterr().err
+    assert "stopped at the time budget before std=0.2__seed=0 (1 runs trained" in err
+    assert err.strip().endswith("--resume") and (tmp_path / "s" / "std=0.1__seed=0" / "results.json").is_file()
+    assert main([*args, "--resume"]) == 0  # the second call trains the last run and writes the summary
+    assert (tmp_path / "s" / "summary.json").is_file()

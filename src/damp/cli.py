@@ -156,7 +156,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from damp.sweep import count_runs, parse_grid, run_sweep
 
     grid = parse_grid(args.grid or [])
-    total = count_runs(args.config, grid, args.seeds, args.final_seeds, args.set or [])
+    total = count_runs(args.config, grid, args.seeds, args.final_seeds, args.set or [], args.fresh_seeds)
     with lock_on_main(args.out):  # before the bar is drawn: a refusal is one line
         bar = progress_bar(total, "sweep", not args.quiet and is_main())
 
@@ -167,7 +167,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         with bar:
             summary = run_sweep(args.config, grid, args.seeds, args.out, sets=args.set or [], resume=args.resume,
-                                final_seeds=args.final_seeds, on_run=finished, lock=False)
+                                final_seeds=args.final_seeds, fresh_seeds=args.fresh_seeds,
+                                extend_edges=args.extend_edges, tune_sets=args.tune_set or [],
+                                budget_minutes=args.budget_minutes, on_run=finished, lock=False)
     if is_main():
         for method, chosen in summary["selection"].items():
             print(f"selected for {method}: {chosen['label']} (hold-out error {chosen['holdout_error']:.2f}%)")
@@ -392,6 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--final-seeds", type=_positive_int, default=0, metavar="N",
                     help="then run each method's selected point up to N seeds (the paper: tune, then report "
                          "several seeds); default: no extra seeds")
+    sw.add_argument("--fresh-seeds", type=_positive_int, default=0, metavar="N",
+                    help="instead: run each method's selected point with N new seeds (after the tuning seeds) and "
+                         "report only those (docs/evidence.md)")
+    sw.add_argument("--extend-edges", type=int, default=0, metavar="K",
+                    help="a selection at the edge of a one-axis numeric grid adds the next value one step further, "
+                         "up to K times (default: 0)")
+    sw.add_argument("--budget-minutes", type=float, default=0, metavar="M",
+                    help="start no run after M minutes: stop with exit code 75, continue with --resume (default: "
+                         "no budget)")
+    sw.add_argument("--tune-set", action="append", metavar="KEY=VALUE",
+                    help="override for the tuning runs only (repeatable), e.g. eval.corruptions=none and "
+                         "eval.holdout_corruptions=all")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run (repeatable); "
                     "set data.holdout (e.g. 0.1) so the selection has a hold-out error")
     sw.add_argument("--out", required=True, help="sweep directory: one run directory per run, summary.md/.json")
@@ -506,9 +520,15 @@ def _run_command(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``args.func(args)``, with every expected failure as one stderr line and its exit code."""
     from damp.locks import DirectoryInUse
     from damp.preemption import EXIT_PREEMPTED, Preempted
+    from damp.sweep import BudgetReached
 
     try:
         return args.func(args)
+    except BudgetReached as stop:
+        again = sys.argv[1:] if argv is None else list(argv)
+        again = again if "--resume" in again else [*again, "--resume"]
+        print(f"damp {args.command}: {stop}; continue with: damp {shlex.join(again)}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except Preempted as stop:
         again = sys.argv[1:] if argv is None else list(argv)
         again = again if "--resume" in again else [*again, "--resume"]

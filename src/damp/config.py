@@ -103,6 +103,7 @@ class EvalConfig:
     seed: int = 0
     every_epochs: int = 0  # validate every N epochs during training (hold-out split, else test set); 0 = off
     train_metrics: bool = False  # also error/NLL/ECE on the un-augmented training images (resident datasets)
+    holdout_corruptions: str = "none"  # corruptions (as eval.corruptions) on the hold-out split: tuning numbers
 
 
 @dataclass(frozen=True)
@@ -246,19 +247,41 @@ def merge_override(values: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def read_preset(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML preset as a dict of sections, with ``extends: OTHER.yaml`` (relative to the file) merged in.
+
+    A preset that extends another holds only what it changes: its sections are merged key by key
+    over the other's (a nested mapping is merged too; any other value replaces).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in _seen or parent_path == path.resolve():
+        raise ConfigError(f"{path}: extends {parent} in a cycle")
+    return _deep_merge(read_preset(parent_path, (*_seen, path.resolve())), values)
+
+
+def _deep_merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and \
+            isinstance(merged.get(key), dict) and value else value
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML preset (optional), apply ``key=value`` overrides, and validate everything."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    """Read a YAML preset (optional; see :func:`read_preset`), apply ``key=value`` overrides, validate."""
+    values: dict = read_preset(path) if path is not None else {}
     for text in overrides:
         merge_override(values, *parse_override(text))
     cfg = _build(RunConfig, values)
@@ -334,6 +357,8 @@ def validate(cfg: RunConfig) -> None:
                           "set it to 0")
     if not 0 <= d.holdout < 1:
         raise ConfigError(f"data.holdout: must be in [0, 1), got {d.holdout!r}")
+    if resolve_corruptions(e.holdout_corruptions) and d.holdout == 0:
+        raise ConfigError("eval.holdout_corruptions: needs a hold-out split (data.holdout > 0)")
     if e.every_epochs < 0:
         raise ConfigError(f"eval.every_epochs: must be >= 0, got {e.every_epochs!r}")
     if not 0 <= d.mixup < 1:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from damp import methods
 from damp.checkpoint import write_text
+from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.report import _mean_std as _stats
 from damp.report import (Run, comparison_table, corruption_error_ratios, group, load_run, plot_damp_vs_daap,
                          plot_heatmap, plot_severity_curves, severity_errors)
@@ -45,9 +46,11 @@ def load_inputs(paths: list[str | Path]) -> SuiteInputs:
         summary = json.loads(summary_file.read_text())
         sweeps[str(path)] = summary
         chosen = [c["point"] for c in summary["selection"].values()]
+        reported = set(summary.get("reported_seeds") or [r["seed"] for row in summary["points"] for r in row["runs"]])
         for row in summary["points"]:
-            runs = [load_run(path / r["dir"]) for r in row["runs"]]
-            (selected if row["point"] in chosen else tuning).extend(runs)
+            for r in row["runs"]:  # a selected point's tuning seeds are not reported (--fresh-seeds)
+                report = row["point"] in chosen and r["seed"] in reported
+                (selected if report else tuning).append(load_run(path / r["dir"]))
     if not selected:
         raise ValueError("no runs to report")
     return SuiteInputs(selected, tuning, sweeps)
@@ -55,7 +58,9 @@ def load_inputs(paths: list[str | Path]) -> SuiteInputs:
 
 def arm(run: Run) -> str:
     """What a run trains, without its hyperparameter value: sgd, dropout, damp, ..., "sgd + zoom_blur"."""
-    name = run.label.split(" ")[0]
+    name = (run.config.get("method") or {}).get("name") or run.label.split(" ")[0]
+    if methods.canonical_name(name) == "sgd" and ((run.config.get("model") or {}).get("dropout") or 0) > 0:
+        name = "dropout"
     corruption = (run.config.get("data") or {}).get("train_corruption")
     return f"{name} + {corruption}" if corruption else name
 
@@ -87,19 +92,23 @@ def timing_table(arms: dict[str, list[Run]]) -> tuple[str, dict[str, float]]:
 
 
 def tuning_table(sweeps: dict[str, dict]) -> str:
-    """Every grid point of every sweep with the hold-out error that selected (mean over the tuning
-    seeds only), the seeds it ran in all, and which point was selected."""
-    lines = ["| run | grid point | seeds run | hold-out error % (tuning seeds) | selected |", "|---|---|---|---|---|"]
+    """Every grid point of every sweep with the hold-out error that selected it and its hold-out
+    corruption error (means over the tuning seeds only), the seeds it ran in all, and which point
+    was selected."""
+    lines = ["| run | grid point | seeds run | hold-out error % (tuning seeds) | hold-out corruption error % "
+             "| selected |", "|---|---|---|---|---|---|"]
     for summary in sweeps.values():
         chosen = [c["point"] for c in summary["selection"].values()]
         tuning_seeds = summary.get("tuning_seeds")
+
+        def mean(row: dict, key: str) -> str:
+            values = [r[key] for r in row["runs"] if r.get(key) is not None
+                      and (tuning_seeds is None or r["seed"] < tuning_seeds)]
+            return f"{statistics.fmean(values):.2f}" if values else "n/a"
         for row in summary["points"]:
             point = ", ".join(f"{k}={v}" for k, v in row["point"].items()) or "(preset)"
-            values = [r["holdout_error"] for r in row["runs"] if r.get("holdout_error") is not None
-                      and (tuning_seeds is None or r["seed"] < tuning_seeds)]
-            holdout = f"{statistics.fmean(values):.2f}" if values else "n/a"
-            lines.append(f"| {row['label']} | {point} | {len(row['runs'])} | {holdout} | "
-                         f"{'yes' if row['point'] in chosen else ''} |")
+            lines.append(f"| {row['label']} | {point} | {len(row['runs'])} | {mean(row, 'holdout_error')} | "
+                         f"{mean(row, 'holdout_corruption_error')} | {'yes' if row['point'] in chosen else ''} |")
     return "\n".join(lines)
 
 
@@ -231,6 +240,13 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
              comparison_table(groups), ""]
     plot_severity_curves(groups, out / "severity_curves.png")
     lines += ["![error vs severity](severity_curves.png)", ""]
+    write_runs_csv(arms, out / "runs.csv")
+    if "sgd" in arms and len(arms["sgd"]) >= 2:
+        table, _ = paired_table(arms)
+        lines += ["## Paired differences to SGD", "", "Arm − SGD in pt of top-1 error, paired by seed (the same seed "
+                  "gives the same initial weights and data order), with 95 % t-intervals; severity p-values are "
+                  f"Holm-adjusted across the severities; clean equivalence is TOST within ±{EQUIVALENCE_MARGIN:g} "
+                  "pt (docs/evidence.md). Every run's numbers: `runs.csv`.", "", table, ""]
     baseline = arms["sgd"][0].label if "sgd" in arms else None
     if baseline:
         columns, rows = corruption_error_ratios(groups, baseline, dataset)

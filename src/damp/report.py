@@ -78,10 +78,50 @@ def load_run(path: str | Path) -> Run:
     return Run(path, label, int(cfg.get("seed") or 0), results, dataset, cfg)
 
 
+# Config keys that do not change what a run trains: runs differing only in these (and the seed) are
+# seeds of one configuration.
+NOT_THE_SETUP = ("seed", "data.root", "data.num_workers", "data.frost_dir", "trainer.device", "trainer.progress",
+                 "trainer.tensorboard", "trainer.log_every", "trainer.checkpoint_every", "trainer.checkpoint_minutes",
+                 "trainer.metrics_format")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def setup_key(run: Run) -> str:
+    """What a run trains (its config without the seed and the keys of :data:`NOT_THE_SETUP`)."""
+    if not run.config:
+        return f"label:{run.label}"  # an evaluation without config.yaml: its label is all there is
+    return json.dumps({k: v for k, v in _flat(run.config).items() if k not in NOT_THE_SETUP}, sort_keys=True)
+
+
 def group(runs: list[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = {}
+    """Runs grouped by what they train (:func:`setup_key`), so only seeds are averaged together.
+
+    A group is named by its label; groups that share a label get the config keys that tell them
+    apart, e.g. "damp σ=0.1 (num_perturbations=4)".
+    """
+    by_setup: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.label, []).append(run)
+        by_setup.setdefault(setup_key(run), []).append(run)
+    labels: dict[str, list[str]] = {}
+    for key, members in by_setup.items():
+        labels.setdefault(members[0].label, []).append(key)
+    groups: dict[str, list[Run]] = {}
+    for label, keys in labels.items():
+        flats = {key: json.loads(key) if not key.startswith("label:") else {} for key in keys}
+        differing = sorted({k for f in flats.values() for k in f if len({g.get(k) for g in flats.values()}) > 1})
+        for key in keys:
+            suffix = ", ".join(f"{k.split('.')[-1]}={json.loads(flats[key][k]) if k in flats[key] else 'unset'}"
+                               for k in differing)
+            groups[f"{label} ({suffix})" if suffix else label] = by_setup[key]
     return groups
 
 

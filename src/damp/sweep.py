@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,63 +68,146 @@ def plan_runs(grid: dict[str, list[str]], seeds: int) -> list[SweepRun]:
 
 
 def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: str | Path, *,
-              sets: list[str] = (), resume: bool = False, final_seeds: int = 0,
-              on_run: Callable[[SweepRun, dict], None] | None = None, lock: bool = True) -> dict:
+              sets: list[str] = (), resume: bool = False, final_seeds: int = 0, fresh_seeds: int = 0,
+              extend_edges: int = 0, tune_sets: list[str] = (), budget_minutes: float = 0, on_run: Callable[[SweepRun, dict], None] | None = None,
+              lock: bool = True) -> dict:
     """Run (or finish) the sweep and write ``summary.json`` and ``summary.md`` at the top of ``out``.
 
     Tuning: every grid point runs with seeds 0..seeds-1. With ``final_seeds`` > ``seeds`` the point
     selected for each method (lowest mean hold-out error) then also runs seeds seeds..final_seeds-1,
-    so the reported point has ``final_seeds`` seeds and the others are not trained again.
-    Every tuning run's config is built and validated before the first one trains. ``on_run(run,
-    results)`` is called after each finished run (also for runs a resumed sweep skips). The sweep
-    holds the lock of ``out`` throughout (damp.locks), unless ``lock`` is False.
+    so the reported point has ``final_seeds`` seeds and the others are not trained again. With
+    ``fresh_seeds`` it runs ``fresh_seeds`` new seeds instead and only those are reported (the
+    tuning seeds never are: docs/evidence.md). With ``extend_edges`` a selection at the edge of a
+    one-axis numeric grid adds the next value one step further (the ratio of the edge to its
+    neighbour), up to ``extend_edges`` times, and the summary says so. ``tune_sets`` are overrides
+    for the tuning runs only (e.g. eval.corruptions=none, eval.holdout_corruptions=all: tuning
+    numbers from the hold-out split, the test set evaluated for the reported seeds). With
+    ``budget_minutes`` no run starts after that many minutes (BudgetReached; resume to go on), so
+    one call lasts at most the budget plus one run, and trains at least one. Every tuning run's config is
+    built and validated before the first one trains. ``on_run(run, results)`` is called after each
+    finished run (also for runs a resumed sweep skips). The sweep holds the lock of ``out``
+    throughout (damp.locks), unless ``lock`` is False.
     """
     out = Path(out)
     with lock_on_main(out) if lock else contextlib.nullcontext():  # lock=False: the caller holds it
-        return _run_sweep(config, grid, seeds, out, sets, resume, final_seeds, on_run)
+        spec = {"config": config, "grid": grid, "seeds": seeds, "set": list(sets), "final_seeds": final_seeds,
+                "fresh_seeds": fresh_seeds, "extend_edges": extend_edges, "tune_set": list(tune_sets)}
+        budget = _Budget(time.monotonic() + 60 * budget_minutes if budget_minutes > 0 else None)
+        return _run_sweep(config, dict(grid), spec, out, list(sets), resume, on_run, budget)
 
 
-def _run_sweep(config, grid, seeds, out: Path, sets, resume, final_seeds, on_run) -> dict:
-    spec = {"config": config, "grid": grid, "seeds": seeds, "set": list(sets), "final_seeds": final_seeds}
-    _check_out(out, spec, resume)
+def _run_sweep(config, grid: dict[str, list[str]], spec: dict, out: Path, sets: list[str], resume: bool,
+               on_run, budget: _Budget) -> dict:
+    seeds, final_seeds, fresh_seeds = spec["seeds"], spec["final_seeds"], spec["fresh_seeds"]
+    if final_seeds and fresh_seeds:
+        raise ValueError("--final-seeds and --fresh-seeds: give one (fresh seeds report only the new seeds)")
+    # Options added later are recorded only when used, so an older sweep.yaml still resumes.
+    record = {k: v for k, v in spec.items() if v or k not in ("fresh_seeds", "extend_edges", "tune_set")}
+    tune = [*sets, *spec["tune_set"]]
+    _check_out(out, record, resume)
     runs = plan_runs(grid, seeds)
-    configs = {run: load_config(config, [*sets, *run.overrides()]) for run in runs}
-    if final_seeds > seeds and any(cfg.data.holdout == 0 for cfg in configs.values()):
-        raise ValueError("--final-seeds selects on the hold-out split: set data.holdout (e.g. --set data.holdout=0.1)")
+    configs = {run: load_config(config, [*tune, *run.overrides()]) for run in runs}
+    if (final_seeds > seeds or fresh_seeds or spec["extend_edges"]) and \
+            any(cfg.data.holdout == 0 for cfg in configs.values()):
+        raise ValueError("--final-seeds, --fresh-seeds and --extend-edges select on the hold-out split: set "
+                         "data.holdout (e.g. --set data.holdout=0.1)")
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / SPEC, yaml.safe_dump(spec, sort_keys=False))
-    results = {run: _run_once(run, configs[run], out, on_run) for run in runs}
+    write_text(out / SPEC, yaml.safe_dump(record, sort_keys=False))
+
+    def run_all(todo: list[SweepRun], tuning: bool = True) -> None:
+        for run in todo:
+            configs.setdefault(run, load_config(config, [*(tune if tuning else sets), *run.overrides()]))
+            results[run] = _run_once(run, configs[run], out, on_run, budget)
+
+    results: dict = {}
+    run_all(runs)
     selection = select_points(summarize_points(runs, results, configs))
+    extensions = []
+    for _ in range(spec["extend_edges"]):
+        added = _edge_extension(grid, selection)
+        if added is None:
+            break
+        key, value, reason = added
+        grid[key] = sorted([*grid[key], value], key=float)
+        new = [r for r in plan_runs(grid, seeds) if r not in results]
+        run_all(new)
+        runs += new
+        selection = select_points(summarize_points(runs, results, configs))
+        extensions.append({"key": key, "added": value, "because": reason})
+    reported = list(range(seeds, seeds + fresh_seeds)) if fresh_seeds else list(range(max(seeds, final_seeds)))
     extra = [SweepRun(tuple(chosen["point"].items()), seed)
-             for chosen in selection.values() for seed in range(seeds, final_seeds)]
-    for run in extra:
-        configs[run] = load_config(config, [*sets, *run.overrides()])
-        results[run] = _run_once(run, configs[run], out, on_run)
+             for chosen in selection.values() for seed in reported if seed >= seeds]
+    run_all(extra, tuning=False)
+    protocol = f"best grid point per method by the mean hold-out error (data.holdout) over seeds 0..{seeds - 1}"
+    if extensions:
+        protocol += "; grid extended at its edge: " + "; ".join(f"{e['key']} += {e['added']} ({e['because']})"
+                                                               for e in extensions)
+    if fresh_seeds:
+        protocol += f"; the selected point then runs fresh seeds {reported[0]}..{reported[-1]}, the only ones reported"
+    elif final_seeds > seeds:
+        protocol += f"; the selected point then runs seeds up to {final_seeds - 1}"
     summary = {"grid": grid, "points": summarize_points(runs + extra, results, configs), "selection": selection,
-               "tuning_seeds": seeds,
-               "protocol": "best grid point per method by the mean hold-out error (data.holdout) over seeds "
-                           f"0..{seeds - 1}" + (f"; the selected point then runs seeds up to {final_seeds - 1}"
-                                               if final_seeds > seeds else "")}
+               "tuning_seeds": seeds, "reported_seeds": reported, "extensions": extensions, "protocol": protocol}
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
 
 
+def _edge_extension(grid: dict[str, list[str]], selection: dict) -> tuple[str, str, str] | None:
+    """(key, new value, why) when a method's selection sits at an edge of a one-axis numeric grid."""
+    if len(grid) != 1:
+        return None
+    (key, values), = grid.items()
+    try:
+        numbers = sorted(float(v) for v in values)
+    except ValueError:
+        return None
+    if len(numbers) < 2 or numbers[0] <= 0:
+        return None
+    for method, chosen in selection.items():
+        value = float(chosen["point"][key])
+        if value == numbers[-1]:
+            return key, f"{value * value / numbers[-2]:.6g}", f"{method} selected {chosen['point'][key]}, the upper edge"
+        if value == numbers[0]:
+            return key, f"{value * value / numbers[1]:.6g}", f"{method} selected {chosen['point'][key]}, the lower edge"
+    return None
+
+
 def count_runs(config: str | None, grid: dict[str, list[str]], seeds: int, final_seeds: int = 0,
-               sets: list[str] = ()) -> int:
-    """How many runs :func:`run_sweep` trains: the grid x seeds, plus the final seeds of each method."""
+               sets: list[str] = (), fresh_seeds: int = 0) -> int:
+    """How many runs :func:`run_sweep` trains: the grid x seeds, plus the final or fresh seeds of each
+    method (grid extensions come on top)."""
     runs = plan_runs(grid, seeds)
     method_names = {load_config(config, [*sets, *run.overrides()]).method.name for run in runs}
-    return len(runs) + max(final_seeds - seeds, 0) * len(method_names)
+    return len(runs) + (fresh_seeds or max(final_seeds - seeds, 0)) * len(method_names)
 
 
-def _run_once(run: SweepRun, cfg, out: Path, on_run) -> dict:
+class BudgetReached(Exception):
+    """The sweep stopped between runs at its time budget; ``--resume`` continues it."""
+
+
+@dataclass
+class _Budget:
+    """No run starts past ``deadline`` (time.monotonic()), but every call trains at least one."""
+
+    deadline: float | None
+    trained: int = 0
+
+    def check(self, name: str, out: Path) -> None:
+        if self.deadline is not None and self.trained and time.monotonic() >= self.deadline:
+            raise BudgetReached(f"stopped at the time budget before {name} ({self.trained} runs trained; {out})")
+        self.trained += 1
+
+
+def _run_once(run: SweepRun, cfg, out: Path, on_run, budget: _Budget | None = None) -> dict:
     """Train one run, or read its results if it finished before (resume of an unfinished one)."""
     directory = out / run.name
     done = directory / "results.json"
     if done.is_file():
         results = json.loads(done.read_text())
     else:
+        if budget is not None:
+            budget.check(run.name, out)
         started = has_content(directory)
         results = train(cfg, directory, resume=started)
     if on_run is not None:
@@ -167,6 +251,7 @@ def select_points(rows: list[dict]) -> dict[str, dict]:
 def _headline(results: dict) -> dict:
     summary = results.get("summary") or {}
     return {"holdout_error": (results.get("holdout") or {}).get("error"),
+            "holdout_corruption_error": (results.get("holdout_corruptions") or {}).get("mean_corruption_error"),
             "clean_error": (results.get("clean") or {}).get("error"),
             "corruption_error": summary.get("mean_corruption_error"),
             "train_seconds": (results.get("meta") or {}).get("train_seconds")}
@@ -174,7 +259,7 @@ def _headline(results: dict) -> dict:
 
 def _spread(runs: list[dict]) -> dict:
     out = {}
-    for key in ("holdout_error", "clean_error", "corruption_error", "train_seconds"):
+    for key in ("holdout_error", "holdout_corruption_error", "clean_error", "corruption_error", "train_seconds"):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = statistics.fmean(values) if values else None
         out[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,14 @@ from torch import nn
 
 from damp import __version__, methods, seeding
 from damp.checkpoint import CheckpointError, load_checkpoint, load_newest, write_text
-from damp.config import RunConfig, dump_config, method_arguments, to_dict
+from damp.config import RunConfig, dump_config, method_arguments, resolve_corruptions, to_dict
 from damp.corruptions import corrupt_half
 from damp.data.augment import mixup_fixed
 from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
-from damp.evaluate import check_evaluation_inputs, evaluate
+from damp.evaluate import check_evaluation_inputs, corruption_results, evaluate
 from damp.locks import has_content, lock_on_main
-from damp.metrics import classification_metrics
+from damp.metrics import aggregate, classification_metrics
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
 from damp.outputs import RunOutputs
@@ -335,6 +335,12 @@ def evaluate_and_write(run: Run) -> dict:
     results = evaluate(run.model.float(), run.bundle, run.cfg)
     if run.bundle.holdout is not None:  # the tuning split, next to the test metrics (paper §4: 10 % hold-out)
         results["holdout"] = classification_metrics(*predict(run.model, run.bundle.holdout))
+    held_names = resolve_corruptions(run.cfg.eval.holdout_corruptions)
+    if held_names and run.bundle.holdout is not None:  # numbers to tune on that never touch the test set
+        held = run.bundle.holdout
+        corrupted, _ = corruption_results(run.model, replace(run.bundle, test_arrays=(held.images, held.labels)),
+                                          run.cfg, held_names, run.cfg.eval.severities, seed=run.cfg.eval.seed)
+        results["holdout_corruptions"] = aggregate(corrupted, run.cfg.data.name, "hendrycks")
     if run.cfg.eval.train_metrics:  # the fit: train error next to hold-out and test error
         results["train"] = classification_metrics(*predict(run.model, run.bundle.train_plain))
     results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,
