@@ -8,6 +8,10 @@
 #
 # SUITE: fashion_mnist   small CNN, CPU-sized: about an hour on 2 cores (configs/fashion_mnist_small_cnn
 #                        say what is trained). Needs apt-get install dataset-fashion-mnist.
+#        fashion_mnist_converged  resnet8 trained to convergence, the protocol of docs/evidence.md (tuning seed
+#                        0, fresh seeds 1-5, paired statistics), at the size the pilot accepted
+#                        (benchmarks/converged_pilot.py). Each call stops after about an hour (exit 75); run
+#                        the same command again to continue.
 #        cifar10         the paper's ResNet18 CIFAR-10 setup (configs/cifar10_resnet18, 300 epochs): for GPUs
 #                        and the CIFAR-10 python files (--data-root).
 # PARTs (default: all, in this order): sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise report.
@@ -18,10 +22,10 @@ set -euo pipefail
 
 SUITE="${1:-}"
 case "$SUITE" in
-  fashion_mnist|cifar10) shift ;;
-  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-  "") echo "suite.sh: name a suite: fashion_mnist or cifar10 (--help for more)" >&2; exit 2 ;;
-  *) echo "suite.sh: unknown suite '$SUITE' (fashion_mnist or cifar10)" >&2; exit 2 ;;
+  fashion_mnist|fashion_mnist_converged|cifar10) shift ;;
+  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  "") echo "suite.sh: name a suite: fashion_mnist, fashion_mnist_converged or cifar10 (--help for more)" >&2; exit 2 ;;
+  *) echo "suite.sh: unknown suite '$SUITE' (fashion_mnist, fashion_mnist_converged or cifar10)" >&2; exit 2 ;;
 esac
 OUT=runs/${SUITE}_suite
 RESULTS=results/$SUITE
@@ -37,12 +41,13 @@ while [[ $# -gt 0 ]]; do
     --frost-dir) FROST_DIR="$2"; shift 2 ;;
     --data-root) DATA_ROOT="$2"; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "suite.sh: unknown option $1" >&2; exit 2 ;;
     *) PARTS+=("$1"); shift ;;
   esac
 done
 ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise report)
+[[ $SUITE == fashion_mnist_converged ]] && ALL=(sgd dropout damp daap sam asam report)
 [[ ${#PARTS[@]} -gt 0 ]] || PARTS=("${ALL[@]}")
 for part in "${PARTS[@]}"; do  # every part is checked before the first one runs
   [[ " ${ALL[*]} " == *" $part "* ]] || { echo "suite.sh: unknown part $part (choose from ${ALL[*]})" >&2; exit 2; }
@@ -52,7 +57,32 @@ SETS=(--set trainer.progress=false)
 [[ -n "$DATA_ROOT" ]] && SETS+=(--set "data.root=$DATA_ROOT")
 
 declare -A GRID
-if [[ $SUITE == fashion_mnist ]]; then
+SWEEP=(--seeds 1 --final-seeds 3)
+if [[ $SUITE == fashion_mnist_converged ]]; then
+  CONFIGS=configs/fashion_mnist_resnet8
+  # The size the pilot accepted (the newest pilot stage that accepted one); none accepted: nothing to run.
+  CHOSEN=$(python3 - "$RESULTS" <<'PY'
+import glob, json, sys
+stages = sorted(glob.glob(sys.argv[1] + "/pilot*.json"))
+chosen = [json.load(open(p))["chosen"] for p in stages]
+chosen = [c for c in chosen if c]
+print(chosen[-1] if chosen else "")
+PY
+)
+  if [[ -z "$CHOSEN" ]]; then
+    echo "suite.sh: no pilot stage accepted a size ($RESULTS/pilot*.md); see docs/evidence.md" >&2
+    exit 2
+  fi
+  read -r IMAGES _ _ WIDTH <<<"${CHOSEN//,/}"
+  SETS+=(--set "data.max_train_images=$IMAGES" --set "model.width=$WIDTH")
+  TITLE="Converged Fashion-MNIST suite: resnet8 (width $WIDTH, $IMAGES images), tuned on the hold-out split, 5 fresh seeds"
+  # docs/evidence.md, "Arms and grids": factor 2 apart around the paper's CIFAR values.
+  GRID=([dropout]="model.dropout=0.05,0.1,0.2,0.4" [damp]="method.std=0.05,0.1,0.2,0.4"
+        [daap]="method.std=0.005,0.01,0.02,0.04" [sam]="method.rho=0.01,0.02,0.045,0.1"
+        [asam]="method.rho=0.25,0.5,1.0,2.0")
+  SWEEP=(--seeds 1 --fresh-seeds 5 --extend-edges 2 --tune-set eval.corruptions=none
+         --tune-set eval.holdout_corruptions=all --budget-minutes 60)
+elif [[ $SUITE == fashion_mnist ]]; then
   CONFIGS=configs/fashion_mnist_small_cnn
   TITLE="Fashion-MNIST suite: small CNN, every method tuned on a 10 % hold-out split, 3 seeds"
   # The paper's Fig. 7 grids (DAMP 0.1-0.4, DAAP 0.005-0.04) and its CIFAR rho, each shifted one step down,
@@ -80,8 +110,14 @@ for part in "${PARTS[@]}"; do
       echo "== $part" >&2
       grid=()
       [[ -v "GRID[$part]" ]] && grid=(--grid "${GRID[$part]}")
-      "$DAMP" sweep --config "$CONFIGS/$part.yaml" "${grid[@]}" --seeds 1 --final-seeds 3 \
-        --out "$OUT/$part" --resume --quiet "${SETS[@]}" ;;
+      status=0
+      "$DAMP" sweep --config "$CONFIGS/$part.yaml" "${grid[@]}" "${SWEEP[@]}" \
+        --out "$OUT/$part" --resume --quiet "${SETS[@]}" || status=$?
+      if [[ $status -eq 75 ]]; then
+        echo "suite.sh: paused in part $part (time budget or a signal); run the same command again to continue" >&2
+        exit 75
+      fi
+      [[ $status -eq 0 ]] || exit "$status" ;;
     *) echo "suite.sh: unknown part $part (choose from ${ALL[*]})" >&2; exit 2 ;;
   esac
 done

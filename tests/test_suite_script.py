@@ -41,3 +41,29 @@ def test_suite_writes_results_md_and_resumes(tmp_path):
     again = run_suite(tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (tmp_path / "runs" / "damp" / damp_runs[0] / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_converged_suite_needs_an_accepted_pilot_then_reports_fresh_seeds(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    args = ["bash", str(REPO / "benchmarks" / "suite.sh"), "fashion_mnist_converged", "--out", str(tmp_path / "runs"),
+            "--results", str(results)]
+    for item in [*SMOKE, "eval.fgsm=[]"]:
+        args += ["--set", item]
+    env = dict(os.environ, DAMP=str(Path(sys.executable).with_name("damp")))
+    (results / "pilot1.json").write_text(json.dumps({"chosen": None}))
+    refused = subprocess.run(args + ["sgd"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "no pilot stage accepted" in refused.stderr
+    (results / "pilot2.json").write_text(json.dumps({"chosen": "300 images, width 4"}))
+    done = subprocess.run(args + ["sgd", "damp", "report"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    damp = json.loads((tmp_path / "runs" / "damp" / "summary.json").read_text())
+    assert damp["reported_seeds"] == [1, 2, 3, 4, 5]
+    tuning = json.loads((tmp_path / "runs" / "damp" / "std=0.05__seed=0" / "results.json").read_text())
+    assert tuning["corruptions"] == {} and "holdout_corruptions" in tuning  # tuning never touches the test set
+    text = (results / "RESULTS.md").read_text()
+    assert "## Paired differences to SGD" in text and "| damp | 5 |" in text
+    assert (results / "runs.csv").read_text().count("\n") == 1 + 10  # header, 5 SGD and 5 DAMP seeds
