@@ -63,10 +63,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "sgd"  # sgd, dropout (= sgd; set model.dropout), damp, daap, sam, asam
+    name: str = "sgd"  # sgd, dropout (= sgd; set model.dropout), damp, daap, sam, asam, rwp, mrwp
     std: float | None = None
     rho: float | None = None
     eta: float | None = None
+    mix: float | None = None  # mrwp: the weight of the perturbed loss (0.5 by default)
     num_perturbations: int = 1  # M, counted over all processes as in the paper
     # damp/daap/sam/asam: auto (fused on CUDA; on CPU split with BatchNorm, loop without), fused, split, loop
     executor: str = "auto"

@@ -22,6 +22,9 @@ SPECS = {  # id -> (method name, hyperparameters); every executor, and ghost Bat
     "sam-ghost": ("sam", {"rho": 0.1, "num_perturbations": 2, "batchnorm": "ghost"}),
     "asam": ("asam", {"rho": 1.0, "eta": 0.01, "num_perturbations": 2}),
     "asam-ghost": ("asam", {"rho": 1.0, "eta": 0.01, "num_perturbations": 2, "batchnorm": "ghost"}),
+    "rwp": ("rwp", {"std": 0.05, "num_perturbations": 2, "seed": 3}),
+    "rwp-ghost": ("rwp", {"std": 0.05, "num_perturbations": 2, "seed": 3, "batchnorm": "ghost"}),
+    "mrwp": ("mrwp", {"std": 0.05, "mix": 0.5, "num_perturbations": 2, "seed": 3}),
 }
 ALL = list(SPECS)
 
@@ -65,7 +68,7 @@ def test_restores_weights_when_loss_raises(name, fail_at, batch):
 
     method = make(name)
     passes = 2 if name.startswith(("sam", "asam")) else 1  # per-layer executors: one forward per pass
-    loss_calls = passes * (method.num_perturbations if name.endswith("ghost") else 1)
+    loss_calls = passes * (method.num_perturbations if name.endswith("ghost") else 1) + (name == "mrwp")
     if fail_at > loss_calls:
         pytest.skip(f"{name} calls the loss {loss_calls} times")
     with pytest.raises(RuntimeError, match="boom"):
@@ -106,6 +109,7 @@ def test_grads_accumulate_like_tensor_backward(name, batch):
     ("damp", {"std": 0.0, "num_perturbations": 1}), ("damp", {"std": 0.0, "num_perturbations": 4}),
     ("daap", {"std": 0.0, "num_perturbations": 2}), ("sam", {"rho": 0.0, "num_perturbations": 1}),
     ("sam", {"rho": 0.0, "num_perturbations": 4}), ("asam", {"rho": 0.0, "num_perturbations": 2}),
+    ("rwp", {"std": 0.0, "num_perturbations": 2}), ("mrwp", {"std": 0.0, "num_perturbations": 2}),
 ])
 def test_zero_noise_gives_sgd_gradient(name, hp, batch):
     reference = small_cnn(batchnorm=False)
@@ -117,7 +121,7 @@ def test_zero_noise_gives_sgd_gradient(name, hp, batch):
         torch.testing.assert_close(p.grad, q.grad)
 
 
-@pytest.mark.parametrize("name", ["damp", "damp-ghost", "daap", "sam", "asam"])
+@pytest.mark.parametrize("name", ["damp", "damp-ghost", "daap", "sam", "asam", "rwp", "mrwp"])
 def test_nonzero_perturbation_changes_gradient(name, batch):
     reference = small_cnn(batchnorm=False)
     methods.SGD().backward(reference, *batch, cross_entropy)
@@ -126,7 +130,7 @@ def test_nonzero_perturbation_changes_gradient(name, batch):
     assert not torch.allclose(model[-1].weight.grad, reference[-1].weight.grad)
 
 
-@pytest.mark.parametrize("name", ["damp", "damp-ghost", "daap"])
+@pytest.mark.parametrize("name", ["damp", "damp-ghost", "daap", "rwp", "mrwp"])
 def test_same_seed_same_gradients_and_state_dict_roundtrip(name, batch):
     def grads_after(method, model):
         model.zero_grad()
@@ -188,6 +192,7 @@ def test_batch_not_divisible_is_value_error(batch):
     ("asam", {"rho": 1.0, "eta": -1}, "eta"), ("damp", {"std": 0.1, "num_perturbations": 0}, "num_perturbations"),
     ("sam", {"rho": 0.1, "num_perturbations": 1.5}, "num_perturbations"), ("nope", {}, "Unknown method"),
     ("damp", {"std": 0.1, "sigma": 0.2}, "sigma"), ("damp", {}, "std"), ("damp", {"std": 0.1, "seed": -1}, "seed"),
+    ("rwp", {"std": -1}, "std"), ("mrwp", {"std": 0.1, "mix": 1.5}, "mix"), ("mrwp", {"std": 0.1, "mix": -0.1}, "mix"),
 ])
 def test_build_rejects_bad_hyperparameters(name, hp, match):
     with pytest.raises(ValueError, match=match):
@@ -195,6 +200,7 @@ def test_build_rejects_bad_hyperparameters(name, hp, match):
 
 
 def test_build_accepts_every_documented_name():
-    assert set(methods.METHODS) == {"sgd", "damp", "daap", "sam", "asam"}
+    assert set(methods.METHODS) == {"sgd", "damp", "daap", "sam", "asam", "rwp", "mrwp"}
+    assert methods.hyperparameter_names("mrwp") == ["std", "mix", "num_perturbations", "seed"]
     assert isinstance(methods.build("DAMP", std=0.1), methods.DAMP)
     assert methods.hyperparameter_names("asam") == ["rho", "eta", "num_perturbations"]

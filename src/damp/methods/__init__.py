@@ -13,10 +13,12 @@ from typing import Any
 from damp.methods.base import Method
 from damp.methods.noise import DAAP, DAMP, WeightNoise
 from damp.methods.perturb import perturbed_parameters
+from damp.methods.rwp import RWP, MixedRWP
 from damp.methods.sam import ASAM, SAM
 from damp.methods.sgd import SGD
 
-METHODS: dict[str, type[Method]] = {"sgd": SGD, "damp": DAMP, "daap": DAAP, "sam": SAM, "asam": ASAM}
+METHODS: dict[str, type[Method]] = {"sgd": SGD, "damp": DAMP, "daap": DAAP, "sam": SAM, "asam": ASAM, "rwp": RWP,
+                                    "mrwp": MixedRWP}
 # The Dropout baseline is SGD on a model with dropout (paper §4): a run-level name, not a method.
 ALIASES = {"dropout": "sgd"}
 NAMES = tuple(METHODS) + tuple(ALIASES)
@@ -52,7 +54,7 @@ def _lookup(name: str) -> type[Method]:
 
 
 def build(name: str, **hparams: Any) -> Method:
-    """Build a method by name ("sgd", "damp", "daap", "sam", "asam").
+    """Build a method by name ("sgd", "damp", "daap", "sam", "asam", "rwp", "mrwp").
 
     Raises:
         ValueError: naming the method or the hyperparameter that is unknown or invalid.
@@ -71,5 +73,5 @@ def build(name: str, **hparams: Any) -> Method:
 
 
 __all__ = ["ALIASES", "ASAM", "build", "canonical_name", "DAAP", "DAMP", "hyperparameter_names", "Method",
-           "METHODS", "NAMES", "OPTIONS", "perturbed_parameters", "required_hyperparameters", "SAM", "SGD",
-           "WeightNoise"]
+           "METHODS", "MixedRWP", "NAMES", "OPTIONS", "perturbed_parameters", "required_hyperparameters", "RWP",
+           "SAM", "SGD", "WeightNoise"]
