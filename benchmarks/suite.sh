@@ -73,8 +73,9 @@ PY
     echo "suite.sh: no pilot stage accepted a size ($RESULTS/pilot*.md); see docs/evidence.md" >&2
     exit 2
   fi
-  read -r IMAGES _ _ WIDTH <<<"${CHOSEN//,/}"
+  read -r IMAGES _ _ WIDTH EPOCHS _ <<<"${CHOSEN//,/}"  # "2000 images, width 16, 300 epochs"
   SETS+=(--set "data.max_train_images=$IMAGES" --set "model.width=$WIDTH")
+  [[ -n "${EPOCHS:-}" ]] && SETS+=(--set "trainer.epochs=$EPOCHS")
   TITLE="Converged Fashion-MNIST suite: resnet8 (width $WIDTH, $IMAGES images), tuned on the hold-out split, 5 fresh seeds"
   # docs/evidence.md, "Arms and grids": factor 2 apart around the paper's CIFAR values.
   GRID=([dropout]="model.dropout=0.05,0.1,0.2,0.4" [damp]="method.std=0.05,0.1,0.2,0.4"
