@@ -48,6 +48,11 @@ class DataConfig:
     max_test_images: int = 0  # evaluate on the first N test images (0 = all); on-the-fly corruptions only
     skip_bad_images: bool = False  # folder datasets: drop undecodable images (counted) instead of failing
     frost_dir: str | None = None
+    augmix: bool = False  # AugMix every training batch (Hendrycks et al. 2020; damp.data.augmix), any method
+    augmix_width: int = 3  # chains per image
+    augmix_depth: int = -1  # operations per chain (-1: 1-3 at random)
+    augmix_severity: float = 3.0  # operation strength (1-10)
+    augmix_jsd: bool = False  # (clean, aug1, aug2) per image with the Jensen-Shannon consistency loss (3x the batch)
     holdout: float = 0.0  # fraction of the training set held out for tuning (paper: 0.1); 0 = none
     holdout_seed: int = 0  # the split's seed, fixed across runs so every run tunes on the same images
 
@@ -362,6 +367,15 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("eval.holdout_corruptions: needs a hold-out split (data.holdout > 0)")
     if e.every_epochs < 0:
         raise ConfigError(f"eval.every_epochs: must be >= 0, got {e.every_epochs!r}")
+    if d.augmix_jsd and not d.augmix:
+        raise ConfigError("data.augmix_jsd: needs data.augmix=true")
+    if d.augmix and (d.mixup or d.train_corruption):
+        raise ConfigError("data.augmix: not combined with data.mixup or data.train_corruption (one augmentation "
+                          "recipe at a time)")
+    if d.augmix and (d.augmix_width < 1 or not (d.augmix_depth == -1 or d.augmix_depth >= 1)
+                     or not 0 < d.augmix_severity <= 10):
+        raise ConfigError(f"data.augmix_width >= 1, data.augmix_depth -1 or >= 1, data.augmix_severity in (0, 10]; "
+                          f"got {d.augmix_width}, {d.augmix_depth}, {d.augmix_severity}")
     if not 0 <= d.mixup < 1:
         raise ConfigError(f"data.mixup: must be in [0, 1), got {d.mixup!r}")
     if not 0 <= cfg.model.dropout < 1:

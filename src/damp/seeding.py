@@ -21,6 +21,7 @@ TRAIN_CORRUPTION = 4  # (epoch, batch) -> Algorithm 2's corruption of half the b
 DROPOUT = 5  # (rank) -> the global RNG that dropout draws from
 CORRUPTION_CHUNK = 6  # (corruption, severity, chunk) -> written -C datasets
 HOLDOUT = 7  # () -> which training images are held out (data.holdout)
+AUGMIX = 8  # (epoch, batch) -> data.augmix's operations and mixing weights
 
 
 def derive_seed(seed: int, stream: int, *keys: int) -> int:

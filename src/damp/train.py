@@ -30,6 +30,7 @@ from damp.checkpoint import CheckpointError, load_checkpoint, load_newest, write
 from damp.config import RunConfig, dump_config, method_arguments, resolve_corruptions, to_dict
 from damp.corruptions import corrupt_half
 from damp.data.augment import mixup_fixed
+from damp.data.augmix import augmix, jsd_loss, jsd_triplets
 from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
 from damp.evaluate import check_evaluation_inputs, corruption_results, evaluate
@@ -269,7 +270,8 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if t.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     run.optimizer.zero_grad(set_to_none=True)
-    loss = run.method.backward(run.net, x, y, F.cross_entropy, scaler=run.scaler,
+    loss_fn = jsd_loss if run.cfg.data.augmix_jsd else F.cross_entropy
+    loss = run.method.backward(run.net, x, y, loss_fn, scaler=run.scaler,
                                autocast_dtype=autocast_dtype(t.precision))
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
@@ -400,7 +402,7 @@ def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
 
 def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int,
                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train-on-a-corruption (Algorithm 2) and fixed MixUp, seeded from (seed, epoch, batch)."""
+    """Train-on-a-corruption (Algorithm 2), fixed MixUp and AugMix, seeded from (seed, epoch, batch)."""
     d = cfg.data
     if d.train_corruption is not None:
         seed = seeding.derive_seed(cfg.seed, seeding.TRAIN_CORRUPTION, epoch, batch)
@@ -410,4 +412,8 @@ def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: i
         x = corrupt_half(x, d.train_corruption, severity, gen, d.frost_dir)
     if d.mixup > 0:
         x, y = mixup_fixed(x, y, num_classes, d.mixup)
+    if d.augmix:
+        gen = torch.Generator(device=x.device).manual_seed(seeding.derive_seed(cfg.seed, seeding.AUGMIX, epoch, batch))
+        options = {"width": d.augmix_width, "depth": d.augmix_depth, "severity": d.augmix_severity}
+        x, y = jsd_triplets(x, y, gen, **options) if d.augmix_jsd else (augmix(x, gen, **options), y)
     return x, y
