@@ -319,6 +319,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from damp.config import resolve_corruptions
+    from damp.corruptions import corrupt
+    from damp.evaluate import load_saved_run
+    from damp.pixels import to_unit_float
+    from damp.probe import plot_probe, probe
+
+    _check_device(args.device, "--device")
+    out = Path(args.out) if args.out else Path(args.run) / "probe.json"
+    _refuse_existing(out, args.overwrite)
+    names = resolve_corruptions(args.corruptions)
+    if not names:
+        raise ValueError("--corruptions: name at least one corruption")
+    model, cfg, bundle, _ = load_saved_run(args.run, args.device, args.data_root)
+    if bundle.test_arrays is None:
+        raise ValueError(f"{args.run}: damp probe needs a resident test set (digits, fashion_mnist, cifar, tiny)")
+    images = to_unit_float(bundle.test_arrays[0][:args.images].to(args.device))
+    seed = torch.Generator(device=args.device)
+
+    def corruption(name: str):
+        def apply(x, severity):
+            return to_unit_float(corrupt(x, name, severity, generator=seed.manual_seed(severity),
+                                         frost_dir=cfg.data.frost_dir))
+        return apply
+    results = probe(model, images, {name: corruption(name) for name in names}, args.severities)
+    sigma = cfg.method.std if cfg.method.name == "damp" else None
+    _write_output(out, json.dumps({"run": str(args.run), "method": cfg.method.name, "sigma": sigma,
+                                   "images": len(images), "layers": results}, indent=2))
+    first = next(iter(results))
+    for name in names:
+        spread = ", ".join(f"sev {s}: {v['robust_std']:.3g}" for s, v in results[first][name].items()
+                           if v["robust_std"] is not None)
+        print(f"{first} {name}: robust std of the input ratio {spread}" + (f" (σ = {sigma:g})" if sigma else ""))
+    if args.figure:
+        plot_probe(results, sigma, args.figure)
+        print(f"wrote {args.figure}")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -476,6 +520,19 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--corruptions", default="all", help="with --model: corruptions (default: all)")
     be.add_argument("--frost-dir", help="with --model: folder with the frost textures")
     be.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser("probe", help="Theorem 1's multiplicative perturbation of each corruption: the ratio of "
+                                      "corrupted to clean layer inputs of a trained run, next to its sigma")
+    pr.add_argument("run", help="run directory (or checkpoint file)")
+    pr.add_argument("--corruptions", default="all", help="comma-separated names, or all/common/extra (default: all)")
+    pr.add_argument("--severities", type=_severities, default=[1, 2, 3, 4, 5], help="comma-separated 1-5")
+    pr.add_argument("--images", type=_positive_int, default=256, help="test images probed (default: 256)")
+    pr.add_argument("--out", help="output JSON (default: RUN/probe.json)")
+    pr.add_argument("--figure", help="also a figure (PNG): ratio spread by corruption and severity, sigma marked")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    pr.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    pr.add_argument("--data-root", help="dataset folder, if it moved since training")
+    pr.set_defaults(func=cmd_probe)
 
     cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")
     cor.add_argument("--data", required=True,

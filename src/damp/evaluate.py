@@ -257,6 +257,20 @@ def _load_model(cfg, state: dict, ckpt: Path, bundle, device: str) -> nn.Module:
     return model.eval()
 
 
+def load_saved_run(target: str | Path, device: str = "cpu", data_root: str | None = None):
+    """(model in eval mode, config, test data bundle, checkpoint state) of a run directory or checkpoint."""
+    path = Path(target)
+    ckpt = find_checkpoint(path) if path.is_dir() else path
+    if ckpt is None:
+        raise FileNotFoundError(f"{path}: no checkpoint (last.pt) in this run directory")
+    state = load_checkpoint(ckpt)
+    cfg = config_from_dict(state["config"])
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
+    bundle = build_data(cfg, device=device, vit=cfg.model.name.startswith("vit"), need_train=False)
+    return _load_model(cfg, state, ckpt, bundle, device), cfg, bundle, state
+
+
 def evaluate_saved_run(target: str, *, corruptions: str | None = None, severities: Sequence[int] | None = None,
                        c_dir: str | None = None, fgsm: Sequence[float] | None = None, seed: int = 0,
                        device: str = "cpu", data_root: str | None = None, frost_dir: str | None = None,
