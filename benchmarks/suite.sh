@@ -14,7 +14,8 @@
 #                        the same command again to continue.
 #        cifar10         the paper's ResNet18 CIFAR-10 setup (configs/cifar10_resnet18, 300 epochs): for GPUs
 #                        and the CIFAR-10 python files (--data-root).
-# PARTs (default: all, in this order): sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise report.
+# PARTs (default: all, in this order): sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp
+# augmix damp_augmix report (the converged suite has no single-corruption arms; cifar10 no AugMix arms).
 # Every part is a resumable `damp sweep`: run the same command again after a kill and it continues where it
 # stopped. Frost needs its textures (--frost-dir, or the imagecorruptions package). --set overrides every
 # run's config (e.g. a smoke test: --set trainer.max_steps=2).
@@ -46,8 +47,9 @@ while [[ $# -gt 0 ]]; do
     *) PARTS+=("$1"); shift ;;
   esac
 done
-ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise report)
-[[ $SUITE == fashion_mnist_converged ]] && ALL=(sgd dropout damp daap sam asam report)
+ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp augmix damp_augmix report)
+[[ $SUITE == fashion_mnist_converged ]] && ALL=(sgd dropout damp daap sam asam rwp mrwp augmix damp_augmix report)
+[[ $SUITE == cifar10 ]] && ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp report)
 [[ ${#PARTS[@]} -gt 0 ]] || PARTS=("${ALL[@]}")
 for part in "${PARTS[@]}"; do  # every part is checked before the first one runs
   [[ " ${ALL[*]} " == *" $part "* ]] || { echo "suite.sh: unknown part $part (choose from ${ALL[*]})" >&2; exit 2; }
@@ -80,7 +82,8 @@ PY
   # docs/evidence.md, "Arms and grids": factor 2 apart around the paper's CIFAR values.
   GRID=([dropout]="model.dropout=0.05,0.1,0.2,0.4" [damp]="method.std=0.05,0.1,0.2,0.4"
         [daap]="method.std=0.005,0.01,0.02,0.04" [sam]="method.rho=0.01,0.02,0.045,0.1"
-        [asam]="method.rho=0.25,0.5,1.0,2.0")
+        [asam]="method.rho=0.25,0.5,1.0,2.0" [rwp]="method.std=0.005,0.01,0.02,0.04"
+        [mrwp]="method.std=0.0075,0.015,0.03,0.06" [damp_augmix]="method.std=0.05,0.1,0.2,0.4")
   SWEEP=(--seeds 1 --fresh-seeds 5 --extend-edges 2 --tune-set eval.corruptions=none
          --tune-set eval.holdout_corruptions=all --budget-minutes 60)
 elif [[ $SUITE == fashion_mnist ]]; then
@@ -90,13 +93,16 @@ elif [[ $SUITE == fashion_mnist ]]; then
   # because tuning the digits demo the same way picked the smallest value of every grid (small models lose
   # clean accuracy to large perturbations).
   GRID=([dropout]="model.dropout=0.05,0.1,0.2" [damp]="method.std=0.05,0.1,0.2,0.3"
-        [daap]="method.std=0.0025,0.005,0.01,0.02" [sam]="method.rho=0.01,0.03,0.1" [asam]="method.rho=0.2,0.5,1.0")
+        [daap]="method.std=0.0025,0.005,0.01,0.02" [sam]="method.rho=0.01,0.03,0.1" [asam]="method.rho=0.2,0.5,1.0"
+        [rwp]="method.std=0.005,0.01,0.02" [mrwp]="method.std=0.0075,0.015,0.03"
+        [damp_augmix]="method.std=0.05,0.1,0.2,0.3")
 else
   CONFIGS=configs/cifar10_resnet18
   TITLE="CIFAR-10 suite: ResNet18 (paper setup), every method tuned on a 10 % hold-out split, 3 seeds"
   # The paper's grids: Fig. 7 for DAMP and DAAP; rho around the paper's CIFAR-10 values (SAM 0.045, ASAM 1.0).
   GRID=([dropout]="model.dropout=0.05,0.1,0.2" [damp]="method.std=0.1,0.2,0.3,0.4"
-        [daap]="method.std=0.005,0.01,0.02,0.04" [sam]="method.rho=0.02,0.045,0.1" [asam]="method.rho=0.5,1.0,2.0")
+        [daap]="method.std=0.005,0.01,0.02,0.04" [sam]="method.rho=0.02,0.045,0.1" [asam]="method.rho=0.5,1.0,2.0"
+        [rwp]="method.std=0.005,0.01,0.02" [mrwp]="method.std=0.0075,0.015,0.03")
   SETS+=(--set data.holdout=0.1 --set "eval.fgsm=[0.00784,0.03137]")
 fi
 SETS+=("${EXTRA[@]}")
@@ -107,7 +113,7 @@ for part in "${PARTS[@]}"; do
     report)
       "$DAMP" report "$OUT"/*/ --out "$RESULTS" --claims --title "$TITLE" \
         --command "bash benchmarks/suite.sh $SUITE${FROST_DIR:+ --frost-dir DIR}${DATA_ROOT:+ --data-root DIR}" ;;
-    sgd|dropout|damp|daap|sam|asam|sgd_zoom_blur|sgd_gaussian_noise)
+    sgd|dropout|damp|daap|sam|asam|sgd_zoom_blur|sgd_gaussian_noise|rwp|mrwp|augmix|damp_augmix)
       echo "== $part" >&2
       grid=()
       [[ -v "GRID[$part]" ]] && grid=(--grid "${GRID[$part]}")

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 SMOKE = ["data.name=digits", "trainer.max_steps=2", "trainer.log_every=1", "eval.corruptions=gaussian_noise,zoom_blur",
          "eval.severities=[1,5]", "eval.fgsm=[0.01]", "data.eval_batch_size=256"]
-PARTS = ["sgd", "dropout", "damp", "daap", "sam", "sgd_zoom_blur", "report"]
+PARTS = ["sgd", "dropout", "damp", "daap", "sam", "sgd_zoom_blur", "rwp", "damp_augmix", "report"]
 
 
 def run_suite(tmp_path: Path) -> subprocess.CompletedProcess:

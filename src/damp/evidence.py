@@ -57,12 +57,14 @@ def load_inputs(paths: list[str | Path]) -> SuiteInputs:
 
 
 def arm(run: Run) -> str:
-    """What a run trains, without its hyperparameter value: sgd, dropout, damp, ..., "sgd + zoom_blur"."""
+    """What a run trains, without its hyperparameter value: sgd, dropout, damp, ..., "sgd + zoom_blur",
+    "damp + augmix"."""
     name = (run.config.get("method") or {}).get("name") or run.label.split(" ")[0]
     if methods.canonical_name(name) == "sgd" and ((run.config.get("model") or {}).get("dropout") or 0) > 0:
         name = "dropout"
-    corruption = (run.config.get("data") or {}).get("train_corruption")
-    return f"{name} + {corruption}" if corruption else name
+    data = run.config.get("data") or {}
+    extra = data.get("train_corruption") or ("augmix" if data.get("augmix") else None)
+    return f"{name} + {extra}" if extra else name
 
 
 def _pm(values: list[float]) -> str:
@@ -270,7 +272,7 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
     return path
 
 
-ARM_ORDER = ("sgd", "dropout", "damp", "daap", "sam", "asam")
+ARM_ORDER = ("sgd", "dropout", "damp", "daap", "sam", "asam", "rwp", "mrwp", "sgd + augmix", "damp + augmix")
 
 
 def _arm_order(run: Run) -> tuple[int, str, int]:

@@ -52,6 +52,8 @@ def run_label(cfg: dict) -> str:
         label = " ".join([name, *values[:1]])  # the method's main hyperparameter (std or rho)
     if data.get("train_corruption"):
         label += f" + {data['train_corruption']}"
+    if data.get("augmix"):
+        label += " + augmix" + (" (JSD)" if data.get("augmix_jsd") else "")
     return label
 
 
