@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from damp import __version__, corruptions, methods
 from damp.methods.subbatch import PerLayer, plan
 from damp.models import build_model
+from damp.corruptions import SEVERITIES
 
 # Reference ms per image per severity: the hendrycks/robustness code timed on one core of this project's
 # CI machine class (docs/corruptions.md, "Speed").
@@ -224,7 +225,7 @@ def corruption_throughput(device: torch.device, presets: tuple[str, ...] = ("cif
             gen = torch.Generator(device=device).manual_seed(0)
 
             def run(name=name, gen=gen, x=x, preset=preset) -> None:
-                for severity in range(1, 6):
+                for severity in SEVERITIES:
                     corruptions.corrupt(x, name, severity, preset=preset, generator=gen, frost_dir=frost_dir)
             try:
                 ms = 1000 * _median_time(run, repeats, device) / len(x)
@@ -656,7 +657,7 @@ def corruption_host_syncs(device: torch.device, batch: int = 250, frost_dir: str
         gen = torch.Generator(device=device).manual_seed(0)
         try:
             counts[name] = host_syncs(lambda name=name, gen=gen: [corruptions.corrupt(
-                x, name, s, preset="cifar", generator=gen, frost_dir=frost_dir) for s in range(1, 6)])
+                x, name, s, preset="cifar", generator=gen, frost_dir=frost_dir) for s in SEVERITIES])
         except FileNotFoundError as err:
             counts[name] = one_line(err)
     return counts

@@ -30,6 +30,7 @@ from damp.metrics import UNITS, MetricSums, aggregate
 from damp.models import Normalized, model_for
 from damp.models.user import load_weights
 from damp.pixels import to_unit_float
+from damp.corruptions import SEVERITIES
 
 # The dataset whose aggregates (heatmap columns, mCE) a preset's results follow.
 PRESET_DATASETS = {"cifar": "cifar10", "tiny": "tiny_imagenet", "imagenet": "imagenet"}
@@ -39,7 +40,7 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Tensor | None = None, *,
               preset: str | None = "cifar", corruptions: str | Sequence[str] = "all",
-              severities: Sequence[int] = (1, 2, 3, 4, 5), fgsm: Sequence[float] = (), batch_size: int = CHUNK,
+              severities: Sequence[int] = SEVERITIES, fgsm: Sequence[float] = (), batch_size: int = CHUNK,
               seed: int = 0, device: str | torch.device | None = None, frost_dir: str | None = None,
               dataset: str | None = None, mce_baseline: str = "hendrycks",
               progress: Callable[[int], None] | None = None) -> dict:
@@ -206,7 +207,7 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, preset: str | None = None,
-               corruptions: str = "all", severities: Sequence[int] = (1, 2, 3, 4, 5), batch_size: int = CHUNK,
+               corruptions: str = "all", severities: Sequence[int] = SEVERITIES, batch_size: int = CHUNK,
                device: str | torch.device | None = None, frost_dir: str | None = None) -> dict:
     """Benchmark speed on ``images``: the time to generate every corrupted variant, the time to run the
     model on them, and images x variants per second for the whole benchmark (generation + inference).
@@ -252,7 +253,7 @@ def _sync(device: torch.device) -> None:
 
 def evaluate_factory_model(model_path: str, data: str, *, weights: str | None = None, data_root: str | None = None,
                            sets: Sequence[str] = (), corruptions: str = "all",
-                           severities: Sequence[int] = (1, 2, 3, 4, 5), fgsm: Sequence[float] = (), seed: int = 0,
+                           severities: Sequence[int] = SEVERITIES, fgsm: Sequence[float] = (), seed: int = 0,
                            device: str = "cpu", frost_dir: str | None = None, c_dir: str | None = None,
                            mce_baseline: str = "hendrycks", progress: Callable[[int], None] | None = None) -> dict:
     """`damp evaluate --model MODULE:FACTORY --data NAME`: a model damp never trained, on a damp dataset's

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from damp import corruptions, methods
+from damp.corruptions import SEVERITIES
 from damp.checkpoint import write_text
 from damp.data.build import AUGMENTS, DATASETS
 from damp.methods.subbatch import BATCHNORM_MODES, EXECUTORS, check_modes
@@ -103,7 +104,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     corruptions: str = "none"  # none, all, common, extra, or comma-separated names
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    severities: tuple[int, ...] = SEVERITIES
     fgsm: tuple[float, ...] = ()  # epsilons in [0, 1] pixel units
     c_dir: str | None = None  # released -C files instead of on-the-fly corruptions
     seed: int = 0
@@ -409,7 +410,7 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= d.train_corruption_severity <= 5:
         raise ConfigError(f"data.train_corruption_severity: must be 0 (random) or 1-5, got "
                           f"{d.train_corruption_severity}")
-    if any(not (isinstance(s, int) and 1 <= s <= 5) for s in e.severities) or not e.severities:
+    if any(not (isinstance(s, int) and s in SEVERITIES) for s in e.severities) or not e.severities:
         raise ConfigError(f"eval.severities: must be integers 1-5, got {list(e.severities)}")
     if any(not 0 <= eps <= 1 for eps in e.fgsm):
         raise ConfigError(f"eval.fgsm: epsilons are in [0, 1] pixel units, got {list(e.fgsm)}")

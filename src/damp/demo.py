@@ -20,6 +20,7 @@ from damp.checkpoint import write_text
 from damp.config import RunConfig, load_config
 from damp.report import write_report
 from damp.train import train
+from damp.corruptions import SEVERITIES
 
 MARKER = ".damp-demo"
 
@@ -50,7 +51,7 @@ class DemoSettings:
     epochs: int = 20
     seed: int = 0
     corruptions: Sequence[str] = ()  # empty: every registered corruption
-    severities: Sequence[int] = (1, 2, 3, 4, 5)
+    severities: Sequence[int] = SEVERITIES
 
 
 def check_output_dir(out: Path) -> None:

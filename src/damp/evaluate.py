@@ -18,7 +18,7 @@ from torch import nn
 
 from damp.checkpoint import find_checkpoint, load_checkpoint
 from damp.config import config_from_dict, resolve_corruptions
-from damp.corruptions import GROUPS
+from damp.corruptions import GROUPS, SEVERITIES
 from damp.corruptions.assets import FrostUnavailable, find_frost_dir
 from damp.corruptions.dataset import CHUNK, available_corruptions, corrupted_chunks
 from damp.data.build import build_data
@@ -104,7 +104,7 @@ def evaluate_clean(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
-                         severities: Sequence[int] = (1, 2, 3, 4, 5), *, preset: str | None = None,
+                         severities: Sequence[int] = SEVERITIES, *, preset: str | None = None,
                          seed: int = 0, frost_dir: str | None = None, progress=None
                          ) -> dict[str, dict[str, dict[str, float]]]:
     """Corrupt the clean test set on the fly (seeded, batched on the model's device) and evaluate.
@@ -152,7 +152,6 @@ def corruption_results(model: nn.Module, bundle, cfg, names: Sequence[str], seve
     and meta entries naming the source and anything unavailable. Returns (results, meta)."""
     meta: dict = {}
     if c_dir is not None:
-        from damp.corruptions.dataset import available_corruptions
         present = available_corruptions(c_dir)
         unavailable = {n: f"not in {c_dir}" for n in names if n not in present}
         names = [n for n in names if n in present]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from damp.corruptions import SEVERITIES
 from damp.corruptions import names as corruption_names
 
 UNITS = {"error": "%", "ece": "% (15 bins)", "nll": "nats"}
@@ -113,11 +114,12 @@ def aggregate(results: dict[str, dict[str, dict[str, float]]], dataset: str, ale
     table, mce_key, mce_label = MCE_BASELINES[alexnet]
     out = summarize(results)
     common = corruption_names("common")
-    full = all(n in results and all(str(s) in results[n] for s in range(1, 6)) for n in common)
+    full = all(n in results and all(str(s) in results[n] for s in SEVERITIES) for n in common)
     if full:
-        out["mean_error_15x5"] = sum(results[n][str(s)]["error"] for n in common for s in range(1, 6)) / 75
+        cells = [results[n][str(s)]["error"] for n in common for s in SEVERITIES]
+        out["mean_error_15x5"] = sum(cells) / len(cells)
         if dataset == "imagenet":
-            ce = [sum(results[n][str(s)]["error"] for s in range(1, 6)) / (5 * table[n]) for n in common]
+            ce = [sum(results[n][str(s)]["error"] for s in SEVERITIES) / (len(SEVERITIES) * table[n]) for n in common]
             out[mce_key] = 100.0 * sum(ce) / len(ce)
     out["protocols"] = {"mean_corruption_error": f"per-severity mean over {len(results)} corruptions (DAMP paper)",
                         "mean_error_15x5": "mean over 15 common corruptions x 5 severities (RobustBench / IN-C)",

@@ -15,11 +15,12 @@ from pathlib import Path
 from damp.checkpoint import write_text
 from damp.report import Run, severity_errors
 from damp.stats import holm, paired, t_interval, tost
+from damp.corruptions import SEVERITIES
 
 # "About equal clean error": the paired clean-error difference lies within +-0.5 pt (TOST, alpha 0.05).
 EQUIVALENCE_MARGIN = 0.5
 RUNS_CSV_FIELDS = ("arm", "label", "seed", "run", "clean_error", "clean_nll", "holdout_error", "train_error",
-                   "mean_corruption_error", *(f"severity_{s}_error" for s in range(1, 6)), "train_seconds")
+                   "mean_corruption_error", *(f"severity_{s}_error" for s in SEVERITIES), "train_seconds")
 
 
 def run_row(arm_name: str, run: Run) -> dict:
@@ -32,7 +33,7 @@ def run_row(arm_name: str, run: Run) -> dict:
            "train_error": (results.get("train") or {}).get("error"),
            "mean_corruption_error": summary.get("mean_corruption_error"),
            "train_seconds": (results.get("meta") or {}).get("train_seconds")}
-    row.update({f"severity_{s}_error": severities.get(s) for s in range(1, 6)})
+    row.update({f"severity_{s}_error": severities.get(s) for s in SEVERITIES})
     return row
 
 

@@ -21,6 +21,7 @@ from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
 from damp.data.pil_augment import center_crop_eval
 from damp.metrics import classification_metrics, summarize
 from damp.pixels import to_unit_float
+from damp.corruptions import SEVERITIES
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,11 @@ def _c_dir_severities(root: Path, name: str) -> list[int]:
             return []
         meta = root / "meta.json"
         try:
-            return list(json.loads(meta.read_text())["severities"]) if meta.is_file() else [1, 2, 3, 4, 5]
+            return list(json.loads(meta.read_text())["severities"]) if meta.is_file() else list(SEVERITIES)
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{meta}: not a damp meta.json (no severities list)") from None
     folder = root / name
-    return [s for s in range(1, 6) if (folder / str(s)).is_dir()] if folder.is_dir() else []
+    return [s for s in SEVERITIES if (folder / str(s)).is_dir()] if folder.is_dir() else []
 
 
 def check_c_dir(c_dir: str, names: Sequence[str], severities: Sequence[int], what: str = "eval.c_dir") -> None:

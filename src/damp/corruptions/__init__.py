@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from damp.corruptions import blur, digital, noise, weather
-from damp.corruptions._common import (PRESETS, check_bchw, check_severity, default_preset, from_unit_float,
+from damp.corruptions._common import (PRESETS, SEVERITIES, check_bchw, check_severity, default_preset, from_unit_float,
                                       luma, make_generator, to_unit_float)
 
 # The canonical order of hendrycks/robustness (`imagenet_c.corruption_tuple`): 15 benchmark

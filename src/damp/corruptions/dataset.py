@@ -24,9 +24,9 @@ import torch
 from damp.corruptions import CANONICAL_NAMES, corrupt, get
 from damp.data.idx import DataFormatError
 from damp import seeding
+from damp.corruptions._common import SEVERITIES
 
 CHUNK = 250  # images per generator draw: part of the seeding contract, do not change lightly
-SEVERITIES = (1, 2, 3, 4, 5)
 JPEG_QUALITY = 85  # the reference saves Tiny-ImageNet-C / ImageNet-C as JPEG quality 85
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -139,10 +138,3 @@ def split_batch(inputs: torch.Tensor, targets: torch.Tensor, num_chunks: int
         raise ValueError(f"Batch size {batch} is not divisible by num_perturbations={num_chunks}")
     size = batch // num_chunks
     return list(zip(inputs.split(size), targets.split(size)))
-
-
-def derive_seed(*entropy: int) -> int:
-    """A well-mixed 63-bit seed from integers such as (seed, rank, step); cheap and deterministic."""
-    state = np.random.SeedSequence([int(e) & 0xFFFFFFFFFFFFFFFF for e in entropy]).generate_state(
-        2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
