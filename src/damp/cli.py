@@ -326,7 +326,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from damp.config import resolve_corruptions
     from damp.corruptions import corrupt
-    from damp.evaluate import load_saved_run
+    from damp.evaluate import available, load_saved_run
     from damp.pixels import to_unit_float
     from damp.probe import plot_probe, probe
 
@@ -337,6 +337,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if not names:
         raise ValueError("--corruptions: name at least one corruption")
     model, cfg, bundle, _ = load_saved_run(args.run, args.device, args.data_root)
+    frost_dir = args.frost_dir or cfg.data.frost_dir
+    names, unavailable = available(names, frost_dir)  # before any work: frost needs its textures
+    if not names:
+        raise ValueError(f"--corruptions: none available here ({'; '.join(unavailable.values())})")
     if bundle.test_arrays is None:
         raise ValueError(f"{args.run}: damp probe needs a resident test set (digits, fashion_mnist, cifar, tiny)")
     images = to_unit_float(bundle.test_arrays[0][:args.images].to(args.device))
@@ -345,12 +349,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     def corruption(name: str):
         def apply(x, severity):
             return to_unit_float(corrupt(x, name, severity, generator=seed.manual_seed(severity),
-                                         frost_dir=cfg.data.frost_dir))
+                                         frost_dir=frost_dir))
         return apply
     results = probe(model, images, {name: corruption(name) for name in names}, args.severities)
     sigma = cfg.method.std if cfg.method.name == "damp" else None
     _write_output(out, json.dumps({"run": str(args.run), "method": cfg.method.name, "sigma": sigma,
-                                   "images": len(images), "layers": results}, indent=2))
+                                   "images": len(images), "unavailable": unavailable, "layers": results}, indent=2))
+    for name, reason in unavailable.items():
+        print(f"{name}: skipped ({reason})", file=sys.stderr)
     first = next(iter(results))
     for name in names:
         spread = ", ".join(f"sev {s}: {v['robust_std']:.3g}" for s, v in results[first][name].items()
@@ -532,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     pr.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     pr.add_argument("--data-root", help="dataset folder, if it moved since training")
+    pr.add_argument("--frost-dir", help="folder with the frost textures (else the run's data.frost_dir, "
+                                        "$DAMP_FROST_DIR or the imagecorruptions package)")
     pr.set_defaults(func=cmd_probe)
 
     cor = sub.add_parser("corrupt", help="materialise a corrupted test set (CIFAR-10-C .npy or -C folder layout)")

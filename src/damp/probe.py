@@ -103,7 +103,9 @@ def plot_probe(results: dict, sigma: float | None, path, layer: str | None = Non
                            label=f"severity {severity}" if i == 0 else None)
     if sigma is not None:
         ax.axhline(sigma, color="k", ls="--", lw=1, label=f"σ = {sigma:g} (the run's)")
-    ax.set(xticks=range(len(corruptions)), ylabel="robust std of the input ratio", yscale="log",
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-3)  # a near-zero spread (a sparse corruption) sits on the axis
+    ax.set(xticks=range(len(corruptions)), ylabel="robust std of the input ratio",
            title=f"Theorem 1's ξ at layer {layer}: corrupted / clean input")
     ax.set_xticklabels(corruptions, rotation=60, ha="right", fontsize=8)
     ax.legend(fontsize=7)
