@@ -66,4 +66,6 @@ def test_converged_suite_needs_an_accepted_pilot_then_reports_fresh_seeds(tmp_pa
     assert tuning["corruptions"] == {} and "holdout_corruptions" in tuning  # tuning never touches the test set
     text = (results / "RESULTS.md").read_text()
     assert "## Paired differences to SGD" in text and "| damp | 5 |" in text
+    verdicts = text.split("## Verdicts of the protocol (docs/evidence.md)")[1]
+    assert "### DAMP vs sgd (claim 1)" in verdicts and "### DAMP at SGD's cost (claims 4, 5)" in verdicts
     assert (results / "runs.csv").read_text().count("\n") == 1 + 10  # header, 5 SGD and 5 DAMP seeds

@@ -16,6 +16,7 @@ from pathlib import Path
 from damp import methods
 from damp.checkpoint import write_text
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
+from damp.verdicts import protocol_section
 from damp.report import _mean_std as _stats
 from damp.report import (Run, comparison_table, corruption_error_ratios, group, load_run, plot_damp_vs_daap,
                          plot_heatmap, plot_severity_curves, severity_errors)
@@ -54,6 +55,12 @@ def load_inputs(paths: list[str | Path]) -> SuiteInputs:
     if not selected:
         raise ValueError("no runs to report")
     return SuiteInputs(selected, tuning, sweeps)
+
+
+def _fresh_seeds_only(summary: dict) -> bool:
+    """Whether a sweep reports only seeds it did not tune on (the protocol of docs/evidence.md)."""
+    reported = summary.get("reported_seeds") or []
+    return bool(reported) and min(reported) >= summary.get("tuning_seeds", 0)
 
 
 def arm(run: Run) -> str:
@@ -249,6 +256,8 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
                   "gives the same initial weights and data order), with 95 % t-intervals; severity p-values are "
                   f"Holm-adjusted across the severities; clean equivalence is TOST within ±{EQUIVALENCE_MARGIN:g} "
                   "pt (docs/evidence.md). Every run's numbers: `runs.csv`.", "", table, ""]
+        if inputs.sweeps and all(_fresh_seeds_only(summary) for summary in inputs.sweeps.values()):
+            lines += protocol_section(arms, inputs.tuning, arm)
     baseline = arms["sgd"][0].label if "sgd" in arms else None
     if baseline:
         columns, rows = corruption_error_ratios(groups, baseline, dataset)

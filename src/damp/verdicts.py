@@ -1,0 +1,119 @@
+"""The verdicts of the evidence protocol (docs/evidence.md, "Verdicts"), from paired per-seed numbers.
+
+Each function returns (verdict, paragraph): the verdict is "reproduced", "partly reproduced", "not
+reproduced" or "not assessable", and the paragraph gives the numbers and the rule that decided it.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from damp.paired import EQUIVALENCE_MARGIN
+from damp.report import Run, severity_errors
+from damp.stats import holm, paired, t_interval, tost
+
+ALPHA = 0.05
+COST_LIMIT = 1.10  # DAMP's training time may exceed SGD's by 10 % and still be "at SGD's cost"
+INFORMATIVE_RISE = 1.0  # pt of SGD error from clean to severity 5 below which a corruption says nothing
+
+
+def _by_seed(runs: list[Run], severity: int) -> dict[int, float]:
+    return {r.seed: severity_errors(r)[severity] for r in runs if severity in severity_errors(r)}
+
+
+def _ci(d) -> str:
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
+
+
+def claim_lower_without_losing_clean(damp: list[Run], other: list[Run], other_name: str) -> tuple[str, str]:
+    """Claim 1: DAMP lower at every severity (Holm-adjusted) without losing clean accuracy."""
+    severities = sorted(s for s in severity_errors(other[0]) if s > 0)
+    clean_diffs = paired(_by_seed(other, 0), _by_seed(damp, 0))
+    if len(clean_diffs) < 2 or not severities:
+        return "not assessable", f"fewer than 2 paired seeds of DAMP and {other_name}, or no corruption errors"
+    per = [t_interval(paired(_by_seed(other, s), _by_seed(damp, s))) for s in severities]
+    adjusted = holm([d.p_value for d in per])
+    lower = [d.mean < 0 and p < ALPHA for d, p in zip(per, adjusted)]
+    clean, equal = t_interval(clean_diffs), tost(clean_diffs, EQUIVALENCE_MARGIN)
+    keeps_clean = equal.equivalent or clean.high < 0
+    if all(lower) and keeps_clean:
+        verdict = "reproduced"
+    elif any(lower):
+        verdict = "partly reproduced"
+    else:
+        verdict = "not reproduced"
+    cells = "; ".join(f"severity {s}: {_ci(d)} (Holm p {p:.3g})" for s, d, p in zip(severities, per, adjusted))
+    text = (f"DAMP − {other_name}, paired over {clean.n} seeds, in pt: {cells}. Clean: {_ci(clean)}, "
+            f"{'equivalent' if equal.equivalent else 'equivalence not shown'} within ±{EQUIVALENCE_MARGIN:g} pt "
+            f"(TOST 90 % interval [{equal.low:+.2f}, {equal.high:+.2f}]). DAMP is lower at {sum(lower)} of "
+            f"{len(lower)} severities. Rule: reproduced when lower at every severity (Holm-adjusted p < {ALPHA}) "
+            "and clean equivalent or lower; partly when lower at some severities; else not reproduced.")
+    return verdict, text
+
+
+def _holdout_point(run: Run) -> tuple[float, float] | None:
+    clean = (run.results.get("holdout") or {}).get("error")
+    corrupted = (run.results.get("holdout_corruptions") or {}).get("mean_corruption_error")
+    return None if clean is None or corrupted is None else (clean, corrupted)
+
+
+def claim_damp_dominates_daap(damp_points: list[Run], daap_points: list[Run]) -> tuple[str, str]:
+    """Claim 3 at matched clean error: every DAAP grid point dominated by a DAMP one, on hold-out numbers."""
+    damp = [p for p in map(_holdout_point, damp_points) if p is not None]
+    daap = [p for p in map(_holdout_point, daap_points) if p is not None]
+    if not damp or not daap:
+        return "not assessable", "no hold-out corruption errors of the DAMP and DAAP grid points (eval.holdout_corruptions)"
+    dominated = [any(c <= dc and e < de for c, e in damp) for dc, de in daap]
+    verdict = "reproduced" if all(dominated) else "partly reproduced" if any(dominated) else "not reproduced"
+    text = (f"On the hold-out split, {sum(dominated)} of {len(daap)} DAAP grid points are dominated by a DAMP grid "
+            "point (hold-out clean error no higher, hold-out corruption error lower). DAMP points (clean, corrupted): "
+            + ", ".join(f"({c:.2f}, {e:.2f})" for c, e in sorted(damp)) + "; DAAP: "
+            + ", ".join(f"({c:.2f}, {e:.2f})" for c, e in sorted(daap))
+            + ". Rule: reproduced when all are dominated, partly when some, else not reproduced.")
+    return verdict, text
+
+
+def claim_cost(damp: list[Run], sgd: list[Run]) -> tuple[str, str]:
+    """Claims 4/5's premise: DAMP trains at SGD's cost (mean training time ratio <= COST_LIMIT)."""
+    seconds = [[(r.results.get("meta") or {}).get("train_seconds") for r in runs] for runs in (damp, sgd)]
+    if any(not v or None in v for v in seconds):
+        return "not assessable", "training times missing"
+    ratio = statistics.fmean(seconds[0]) / statistics.fmean(seconds[1])
+    verdict = "reproduced" if ratio <= COST_LIMIT else "not reproduced"
+    return verdict, (f"DAMP trained in {ratio:.2f}× SGD's time (means over the reported seeds; runs shared the "
+                     f"machine, see `damp bench` for isolated step times). Rule: reproduced at ≤ {COST_LIMIT:.2f}×.")
+
+
+def uninformative_corruptions(sgd: list[Run]) -> tuple[dict[str, float], list[str]]:
+    """SGD's mean error increase from clean to severity 5 per corruption, and those below INFORMATIVE_RISE."""
+    rises: dict[str, float] = {}
+    for name in sorted({n for r in sgd for n in (r.results.get("corruptions") or {})}):
+        values = [r.results["corruptions"][name]["5"]["error"] - r.results["clean"]["error"] for r in sgd
+                  if "5" in (r.results.get("corruptions") or {}).get(name, {})]
+        if values:
+            rises[name] = statistics.fmean(values)
+    return rises, [n for n, rise in rises.items() if rise < INFORMATIVE_RISE]
+
+
+def protocol_section(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> list[str]:
+    """RESULTS.md lines: the corruption check, then every verdict of docs/evidence.md."""
+    rises, flat = uninformative_corruptions(arms["sgd"])
+    lines = ["## Verdicts of the protocol (docs/evidence.md)", "",
+             "SGD's error increase from clean to severity 5 (pt, mean over seeds): "
+             + ", ".join(f"{n} {v:+.1f}" for n, v in rises.items()) + ".",
+             ("Uninformative here (less than " + f"{INFORMATIVE_RISE:g} pt): " + ", ".join(flat) + ".") if flat
+             else f"Every corruption raises SGD's error by at least {INFORMATIVE_RISE:g} pt.", ""]
+    claims = []
+    for other in ("sgd", "dropout"):
+        if "damp" in arms and other in arms:
+            claims.append((f"DAMP vs {other} (claim 1)", claim_lower_without_losing_clean(arms["damp"], arms[other],
+                                                                                        other)))
+    if "damp" in arms and "daap" in arms:
+        grid = tuning + arms["damp"] + arms["daap"]
+        claims.append(("DAMP vs DAAP at matched clean error (claim 3)", claim_damp_dominates_daap(
+            [r for r in grid if arm_of(r) == "damp"], [r for r in grid if arm_of(r) == "daap"])))
+    if "damp" in arms:
+        claims.append(("DAMP at SGD's cost (claims 4, 5)", claim_cost(arms["damp"], arms["sgd"])))
+    for heading, (verdict, text) in claims:
+        lines += [f"### {heading}", "", f"**{verdict.capitalize()}.** {text}", ""]
+    return lines
