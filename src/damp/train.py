@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,9 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
     tracker = LossTracker(run.device, run.unflushed)
     run.model.train()
     session_start, before = time.perf_counter(), run.train_seconds
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - session_start
     flags_device = run.device if torch.distributed.is_initialized() and \
         torch.distributed.get_backend() == "nccl" else torch.device("cpu")
     with stop_signals(t.checkpoint_minutes, flags_device) as stops:
@@ -230,7 +234,7 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
                 tracker.add(train_step(run, x, y), run.step)
                 run.step += 1
                 outputs.step_done()
-                _after_step(run, outputs, tracker, stops, epoch, before + time.perf_counter() - session_start)
+                _after_step(run, outputs, tracker, stops, epoch, elapsed)
                 if run.step >= run.total:
                     break
         stops.drain()
@@ -239,7 +243,7 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
 
 
 def _after_step(run: Run, outputs: RunOutputs, tracker: LossTracker, stops: StopSignals, epoch: int,
-                seconds: float) -> None:
+                elapsed: Callable[[], float]) -> None:
     """Log, validate and checkpoint as the intervals, the clock and the signals ask."""
     t = run.cfg.trainer
     decision = stops.poll()
@@ -255,7 +259,7 @@ def _after_step(run: Run, outputs: RunOutputs, tracker: LossTracker, stops: Stop
         # Between flushes the device's partial loss sum is saved as it is (flushing it here would
         # round the logged loss differently from an uninterrupted run).
         run.unflushed = 0.0 if at_interval else tracker.peek(run)
-        run.train_seconds = seconds  # read after the interval's host sync, so not ahead of the device
+        run.train_seconds = elapsed()  # read after the interval's host sync, so not ahead of the device
         outputs.checkpoint(lambda: checkpoint_payload(run))
         stops.checkpointed()
     if decision.stop and run.step < run.total:
