@@ -36,6 +36,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """A non-negative integer argument."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _check_device(name: str, what: str) -> None:
     """A one-line error for a device this machine does not have (torch would raise with a traceback)."""
     import torch
@@ -447,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--fresh-seeds", type=_positive_int, default=0, metavar="N",
                     help="instead: run each method's selected point with N new seeds (after the tuning seeds) and "
                          "report only those (docs/evidence.md)")
-    sw.add_argument("--extend-edges", type=int, default=0, metavar="K",
+    sw.add_argument("--extend-edges", type=_count, default=0, metavar="K",
                     help="a selection at the edge of a one-axis numeric grid adds the next value one step further, "
                          "up to K times (default: 0)")
     sw.add_argument("--budget-minutes", type=float, default=0, metavar="M",
@@ -589,12 +600,7 @@ def _run_command(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     try:
         return args.func(args)
-    except BudgetReached as stop:
-        again = sys.argv[1:] if argv is None else list(argv)
-        again = again if "--resume" in again else [*again, "--resume"]
-        print(f"damp {args.command}: {stop}; continue with: damp {shlex.join(again)}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except Preempted as stop:
+    except (Preempted, BudgetReached) as stop:  # a checkpoint, or a sweep between runs: both resume
         again = sys.argv[1:] if argv is None else list(argv)
         again = again if "--resume" in again else [*again, "--resume"]
         print(f"damp {args.command}: {stop}; resume with: damp {shlex.join(again)}", file=sys.stderr)
