@@ -1,7 +1,8 @@
 """`damp bench`: step-time ratios against SGD, trainer overhead, corruption and evaluation throughput.
 
-Every ratio is measured within one run on one device, as the median over repeats after a warm-up
-step. Timings synchronise CUDA before reading the clock.
+Every ratio is measured within one run on one device: the methods are timed in turn, round after
+round, and a ratio is the median over rounds of the two times of one round (``paired_ratios``).
+Timings synchronise CUDA before reading the clock.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     """Median seconds per optimizer step of each method, its ratio to SGD's, the noise floor and peak memory.
 
     The noise floor is (SGD step + drawing the M x P noise DAMP draws) / SGD step, timed in the same
-    round-robin as the methods: the least a DAMP step can cost.
+    round-robin as the methods: the least a DAMP step can cost. Ratios are paired per round.
     """
     in_channels, size, kwargs = BENCH_MODELS[model_name]
     torch.manual_seed(0)
@@ -147,10 +148,11 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     steps["sgd+noise"] = floor_step
     # A sample of a fast model is several steps, so timer and scheduler noise stay small against it.
     per_sample = max(1, math.ceil(SAMPLE_SECONDS / time_steps(steps["sgd"], 2, device)))
-    seconds = round_robin(steps, device, warmup=1, samples=repeats, steps_per_sample=per_sample)
-    floor = seconds.pop("sgd+noise") / seconds["sgd"]
+    times = round_robin_samples(steps, device, warmup=1, samples=repeats, steps_per_sample=per_sample)
+    ratios = paired_ratios(times, "sgd")
+    floor = ratios.pop("sgd+noise")
+    seconds = {name: statistics.median(values) for name, values in times.items() if name != "sgd+noise"}
     peak = {name: peak_memory_mib(steps[name], device) for name in candidates}
-    ratios = {k: v / seconds["sgd"] for k, v in seconds.items() if k != "sgd"}
     targets = {}
     if device.type == "cpu":
         for name, (value, above_floor) in CPU_TARGETS.get(model_name, {}).items():
@@ -380,9 +382,9 @@ def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> fl
     return (time.perf_counter() - start) / steps
 
 
-def round_robin(steps: dict[str, Callable[[], None]], device: torch.device, *, warmup: int, samples: int,
-                steps_per_sample: int) -> dict[str, float]:
-    """Median seconds per call of each step function, sampled in turn so drifts hit every one alike."""
+def round_robin_samples(steps: dict[str, Callable[[], None]], device: torch.device, *, warmup: int, samples: int,
+                        steps_per_sample: int) -> dict[str, list[float]]:
+    """Seconds per call of each step function, one sample per round, the functions timed in turn."""
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -390,7 +392,24 @@ def round_robin(steps: dict[str, Callable[[], None]], device: torch.device, *, w
     for _ in range(samples):
         for name, step in steps.items():
             times[name].append(time_steps(step, steps_per_sample, device))
+    return times
+
+
+def round_robin(steps: dict[str, Callable[[], None]], device: torch.device, *, warmup: int, samples: int,
+                steps_per_sample: int) -> dict[str, float]:
+    """Median seconds per call of each step function, sampled in turn so drifts hit every one alike."""
+    times = round_robin_samples(steps, device, warmup=warmup, samples=samples, steps_per_sample=steps_per_sample)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def paired_ratios(times: dict[str, list[float]], baseline: str) -> dict[str, float]:
+    """The median over rounds of each function's time over the baseline's in the same round.
+
+    A machine that speeds up or slows down between rounds moves both times of a round alike, so
+    the per-round ratio cancels it where a ratio of medians would not.
+    """
+    return {name: statistics.median(t / b for t, b in zip(values, times[baseline]))
+            for name, values in times.items() if name != baseline}
 
 
 def _autocast_dtype(precision: str) -> torch.dtype | None:
