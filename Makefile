@@ -25,6 +25,7 @@ demo: setup
 	$(VENV)/bin/damp demo --out runs/demo
 
 test: setup
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 clean:

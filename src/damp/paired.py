@@ -66,7 +66,7 @@ def paired_table(arms: dict[str, list[Run]], baseline: str = "sgd", margin: floa
     """
     base = arms[baseline]
     severities = sorted(s for s in severity_errors(base[0]) if s > 0)
-    header = ["arm", "pairs", f"clean Δ [95 % CI]", f"clean within ±{margin:g} pt (TOST)",
+    header = ["arm", "pairs", "clean Δ [95 % CI]", f"clean within ±{margin:g} pt (TOST)",
               *(f"sev {s} Δ [95 % CI] (Holm p)" for s in severities)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     numbers: dict[str, dict] = {}

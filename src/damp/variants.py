@@ -9,19 +9,19 @@ classes to ImageNet-1k ids.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from damp.corruptions import SEVERITIES
 from damp.corruptions.dataset import read_array_c, read_folder_c
 from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
 from damp.data.pil_augment import center_crop_eval
 from damp.metrics import classification_metrics, summarize
 from damp.pixels import to_unit_float
-from damp.corruptions import SEVERITIES
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from torch.nn.functional import cross_entropy
 
 import damp
 from damp import methods

@@ -166,5 +166,5 @@ def corrupt_half(x: torch.Tensor, name: str, severity: int, generator: torch.Gen
     return out
 
 
-__all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "corrupt", "corrupt_half", "get",
+__all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "SEVERITIES", "corrupt", "corrupt_half", "get",
            "names"]

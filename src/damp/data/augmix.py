@@ -18,8 +18,6 @@ image by image, so any sub-batch of whole triplets is a valid input (the methods
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
