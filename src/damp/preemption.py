@@ -77,6 +77,8 @@ class StopSignals:
         local = self._local()
         if not self.distributed:
             return local
+        if local.checkpoint:  # asked for once: the checkpoint follows a step later, the clock restarts now
+            self.last_checkpoint = time.monotonic()
         flags = torch.tensor([local.checkpoint, local.stop], dtype=torch.int32, device=self.device)
         work = dist.all_reduce(flags, op=dist.ReduceOp.MAX, async_op=True)
         previous, self._pending = self._pending, (flags, work)
