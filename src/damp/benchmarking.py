@@ -91,8 +91,9 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
             x, y = x.to(device), y.to(device)
             if index == 0:
                 chosen = _check_preset(preset, x)
-                classes = check_model(model, to_unit_float(x), y)  # before any long work
-            check_labels(y, classes)
+                classes = check_model(model, to_unit_float(x), y)  # before any long work (labels too)
+            else:
+                check_labels(y, classes)
             _update(clean, model, to_unit_float(x), y, batch_size)
             for (name, severity), sums in corrupted.items():
                 xc = corrupt_chunk(x, name, severity, index, seed=seed, preset=chosen, frost_dir=frost_dir)

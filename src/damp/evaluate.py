@@ -256,13 +256,18 @@ def _load_model(cfg, state: dict, ckpt: Path, bundle, device: str) -> nn.Module:
     return model.eval()
 
 
-def load_saved_run(target: str | Path, device: str = "cpu", data_root: str | None = None):
-    """(model in eval mode, config, test data bundle, checkpoint state) of a run directory or checkpoint."""
+def _saved_checkpoint(target: str | Path) -> tuple[Path, dict]:
+    """The checkpoint file of a run directory (or the file itself) and its state."""
     path = Path(target)
     ckpt = find_checkpoint(path) if path.is_dir() else path
     if ckpt is None:
         raise FileNotFoundError(f"{path}: no checkpoint (last.pt) in this run directory")
-    state = load_checkpoint(ckpt)
+    return ckpt, load_checkpoint(ckpt)
+
+
+def load_saved_run(target: str | Path, device: str = "cpu", data_root: str | None = None):
+    """(model in eval mode, config, test data bundle, checkpoint state) of a run directory or checkpoint."""
+    ckpt, state = _saved_checkpoint(target)
     cfg = config_from_dict(state["config"])
     if data_root is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
@@ -281,11 +286,7 @@ def evaluate_saved_run(target: str, *, corruptions: str | None = None, severitie
     :data:`damp.variants.VARIANTS`. Every input is checked (:func:`check_evaluation_inputs`) before
     any image is read. ``mce_baseline``: a key of ``damp.metrics.MCE_BASELINES``.
     """
-    path = Path(target)
-    ckpt = find_checkpoint(path) if path.is_dir() else path
-    if ckpt is None:
-        raise FileNotFoundError(f"{path}: no checkpoint (last.pt) in this run directory")
-    state = load_checkpoint(ckpt)
+    ckpt, state = _saved_checkpoint(target)
     cfg = _saved_config(state, corruptions=corruptions, severities=severities, c_dir=c_dir, fgsm=fgsm, seed=seed,
                         data_root=data_root, frost_dir=frost_dir)
     check_evaluation_inputs(cfg, variants, imagenet_d_map)

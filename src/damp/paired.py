@@ -49,11 +49,13 @@ def write_runs_csv(arms: dict[str, list[Run]], path: str | Path) -> Path:
     return Path(path)
 
 
-def _by_seed(runs: list[Run], severity: int) -> dict[int, float]:
+def per_seed(runs: list[Run], severity: int) -> dict[int, float]:
+    """{seed: error} at ``severity`` (0: clean; s: the mean over corruptions at s)."""
     return {run.seed: severity_errors(run)[severity] for run in runs if severity in severity_errors(run)}
 
 
-def _cell(d) -> str:
+def interval_cell(d) -> str:
+    """A difference as "mean [low, high]"."""
     return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
 
 
@@ -71,17 +73,17 @@ def paired_table(arms: dict[str, list[Run]], baseline: str = "sgd", margin: floa
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     numbers: dict[str, dict] = {}
     for name, runs in arms.items():
-        clean_diffs = paired(_by_seed(base, 0), _by_seed(runs, 0))
+        clean_diffs = paired(per_seed(base, 0), per_seed(runs, 0))
         if name == baseline or len(clean_diffs) < 2:
             continue
         clean = t_interval(clean_diffs)
         equal = tost(clean_diffs, margin)
-        per_severity = [t_interval(paired(_by_seed(base, s), _by_seed(runs, s))) for s in severities]
+        per_severity = [t_interval(paired(per_seed(base, s), per_seed(runs, s))) for s in severities]
         adjusted = holm([d.p_value for d in per_severity])
         numbers[name] = {"pairs": clean.n, "clean": clean, "clean_equivalent": equal,
                          "severities": dict(zip(severities, zip(per_severity, adjusted)))}
         verdict = f"yes (90 % CI [{equal.low:+.2f}, {equal.high:+.2f}])" if equal.equivalent else \
             f"not shown (90 % CI [{equal.low:+.2f}, {equal.high:+.2f}])"
-        cells = [f"{_cell(d)} ({p:.3g})" for d, p in zip(per_severity, adjusted)]
-        lines.append("| " + " | ".join([name, str(clean.n), _cell(clean), verdict, *cells]) + " |")
+        cells = [f"{interval_cell(d)} ({p:.3g})" for d, p in zip(per_severity, adjusted)]
+        lines.append("| " + " | ".join([name, str(clean.n), interval_cell(clean), verdict, *cells]) + " |")
     return "\n".join(lines), numbers

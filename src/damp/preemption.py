@@ -96,6 +96,10 @@ class StopSignals:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
+    def stopped(self, step: int, checkpoint: str) -> Preempted:
+        """The exception that ends the loop at ``step`` (the signal may have reached another rank only)."""
+        return Preempted(self.received or "a signal on another rank", step, checkpoint)
+
     def drain(self) -> None:
         """Wait for the flags still in flight (every rank calls it at the end of the loop)."""
         if self._pending is not None:

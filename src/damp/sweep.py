@@ -69,8 +69,8 @@ def plan_runs(grid: dict[str, list[str]], seeds: int) -> list[SweepRun]:
 
 def run_sweep(config: str | None, grid: dict[str, list[str]], seeds: int, out: str | Path, *,
               sets: list[str] = (), resume: bool = False, final_seeds: int = 0, fresh_seeds: int = 0,
-              extend_edges: int = 0, tune_sets: list[str] = (), budget_minutes: float = 0, on_run: Callable[[SweepRun, dict], None] | None = None,
-              lock: bool = True) -> dict:
+              extend_edges: int = 0, tune_sets: list[str] = (), budget_minutes: float = 0,
+              on_run: Callable[[SweepRun, dict], None] | None = None, lock: bool = True) -> dict:
     """Run (or finish) the sweep and write ``summary.json`` and ``summary.md`` at the top of ``out``.
 
     Tuning: every grid point runs with seeds 0..seeds-1. With ``final_seeds`` > ``seeds`` the point

@@ -40,7 +40,7 @@ from damp.metrics import aggregate, classification_metrics
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
 from damp.outputs import RunOutputs
-from damp.preemption import Preempted, StopSignals, stop_signals
+from damp.preemption import StopSignals, stop_signals
 from damp.runtime import autocast_dtype, resolve_device
 from damp.variants import predict
 
@@ -239,7 +239,7 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
                     break
         stops.drain()
         if stops.any_received():  # a signal during the last steps: the final checkpoint is written
-            raise Preempted(stops.received or "a signal on another rank", run.step, str(run.out / "last.pt"))
+            raise stops.stopped(run.step, str(run.out / "last.pt"))
 
 
 def _after_step(run: Run, outputs: RunOutputs, tracker: LossTracker, stops: StopSignals, epoch: int,
@@ -263,7 +263,7 @@ def _after_step(run: Run, outputs: RunOutputs, tracker: LossTracker, stops: Stop
         outputs.checkpoint(lambda: checkpoint_payload(run))
         stops.checkpointed()
     if decision.stop and run.step < run.total:
-        raise Preempted(stops.received or "a signal on another rank", run.step, str(run.out / "last.pt"))
+        raise stops.stopped(run.step, str(run.out / "last.pt"))
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 
-from damp.paired import EQUIVALENCE_MARGIN
+from damp.paired import EQUIVALENCE_MARGIN, interval_cell, per_seed
 from damp.report import Run, severity_errors
 from damp.stats import holm, paired, t_interval, tost
 
@@ -17,21 +17,13 @@ COST_LIMIT = 1.10  # DAMP's training time may exceed SGD's by 10 % and still be 
 INFORMATIVE_RISE = 1.0  # pt of SGD error from clean to severity 5 below which a corruption says nothing
 
 
-def _by_seed(runs: list[Run], severity: int) -> dict[int, float]:
-    return {r.seed: severity_errors(r)[severity] for r in runs if severity in severity_errors(r)}
-
-
-def _ci(d) -> str:
-    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
-
-
 def claim_lower_without_losing_clean(damp: list[Run], other: list[Run], other_name: str) -> tuple[str, str]:
     """Claim 1: DAMP lower at every severity (Holm-adjusted) without losing clean accuracy."""
     severities = sorted(s for s in severity_errors(other[0]) if s > 0)
-    clean_diffs = paired(_by_seed(other, 0), _by_seed(damp, 0))
+    clean_diffs = paired(per_seed(other, 0), per_seed(damp, 0))
     if len(clean_diffs) < 2 or not severities:
         return "not assessable", f"fewer than 2 paired seeds of DAMP and {other_name}, or no corruption errors"
-    per = [t_interval(paired(_by_seed(other, s), _by_seed(damp, s))) for s in severities]
+    per = [t_interval(paired(per_seed(other, s), per_seed(damp, s))) for s in severities]
     adjusted = holm([d.p_value for d in per])
     lower = [d.mean < 0 and p < ALPHA for d, p in zip(per, adjusted)]
     clean, equal = t_interval(clean_diffs), tost(clean_diffs, EQUIVALENCE_MARGIN)
@@ -42,8 +34,8 @@ def claim_lower_without_losing_clean(damp: list[Run], other: list[Run], other_na
         verdict = "partly reproduced"
     else:
         verdict = "not reproduced"
-    cells = "; ".join(f"severity {s}: {_ci(d)} (Holm p {p:.3g})" for s, d, p in zip(severities, per, adjusted))
-    text = (f"DAMP − {other_name}, paired over {clean.n} seeds, in pt: {cells}. Clean: {_ci(clean)}, "
+    cells = "; ".join(f"severity {s}: {interval_cell(d)} (Holm p {p:.3g})" for s, d, p in zip(severities, per, adjusted))
+    text = (f"DAMP − {other_name}, paired over {clean.n} seeds, in pt: {cells}. Clean: {interval_cell(clean)}, "
             f"{'equivalent' if equal.equivalent else 'equivalence not shown'} within ±{EQUIVALENCE_MARGIN:g} pt "
             f"(TOST 90 % interval [{equal.low:+.2f}, {equal.high:+.2f}]). DAMP is lower at {sum(lower)} of "
             f"{len(lower)} severities. Rule: reproduced when lower at every severity (Holm-adjusted p < {ALPHA}) "

@@ -104,6 +104,11 @@ def _same_for_all(values: torch.Tensor | None) -> bool:
     return values is None or values.shape[0] == 1 or values.stride(0) == 0
 
 
+def _layer_same_for_all(weight: Copies, copies: dict[str, Copies]) -> bool:
+    """Whether a layer's weight and bias copies are all one tensor expanded (run it as one whole-batch layer)."""
+    return _same_for_all(weight.values) and _same_for_all(copies["bias"].values if "bias" in copies else None)
+
+
 def _split_forward(ctx, layer: Callable, x: torch.Tensor, w_values: torch.Tensor, w_base: torch.Tensor | None,
                    bias: torch.Tensor | None, b_values: torch.Tensor | None) -> torch.Tensor:
     """``layer(x_k, w_values[k], bias_k)`` for every sub-batch k, concatenated; saves what the backward needs.
@@ -267,7 +272,7 @@ class FusedConv(torch.autograd.Function):
 
 def fused_conv(module, copies, m, group, x):
     weight = _copies_of(module, copies, "weight", m)  # (M, O, C/g, *k)
-    if _same_for_all(weight.values) and _same_for_all(copies["bias"].values if "bias" in copies else None):
+    if _layer_same_for_all(weight, copies):
         return split_conv(module, copies, m, group, x)  # one whole-batch convolution
     out = FusedConv.apply(x, weight.values, weight.base, module)
     bias = _copies_of(module, copies, "bias", m)
@@ -282,7 +287,7 @@ def _add_subbatch_bias(out: torch.Tensor, bias: torch.Tensor, m: int) -> torch.T
 
 def fused_linear(module, copies, m, group, x):
     weight = _copies_of(module, copies, "weight", m)
-    if _same_for_all(weight.values) and _same_for_all(copies["bias"].values if "bias" in copies else None):
+    if _layer_same_for_all(weight, copies):
         return split_linear(module, copies, m, group, x)  # one whole-batch matmul
     weight = materialize(weight)  # (M, out, in)
     grouped = x.reshape(m, -1, x.shape[-1])  # (M, b * ..., in): sub-batches are contiguous
