@@ -4,18 +4,21 @@
 # figures, wall-clock, one paragraph per paper claim) written by `damp report --claims`.
 #
 #   bash benchmarks/suite.sh SUITE [--out DIR] [--results DIR] [--frost-dir DIR] [--data-root DIR]
-#                                  [--set KEY=VALUE ...] [PART ...]
+#                                  [--budget-minutes N] [--set KEY=VALUE ...] [PART ...]
 #
 # SUITE: fashion_mnist   small CNN, CPU-sized: about an hour on 2 cores (configs/fashion_mnist_small_cnn
 #                        say what is trained). Needs apt-get install dataset-fashion-mnist.
 #        fashion_mnist_converged  resnet8 trained to convergence, the protocol of docs/evidence.md (tuning seed
 #                        0, fresh seeds 1-5, paired statistics), at the size the pilot accepted
-#                        (benchmarks/converged_pilot.py). Each call stops after about an hour (exit 75); run
-#                        the same command again to continue.
+#                        (benchmarks/converged_pilot.py). No run starts after --budget-minutes of the call
+#                        (default 60; then exit 75): run the same command again to continue. Its runs go to
+#                        results/fashion_mnist_converged/runs (records committed, checkpoints git-ignored), so
+#                        the suite goes on on another machine.
 #        cifar10         the paper's ResNet18 CIFAR-10 setup (configs/cifar10_resnet18, 300 epochs): for GPUs
 #                        and the CIFAR-10 python files (--data-root).
 # PARTs (default: all, in this order): sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp
-# augmix damp_augmix report (the converged suite has no single-corruption arms; cifar10 no AugMix arms).
+# augmix damp_augmix report (the converged suite: sgd damp daap dropout sam asam rwp mrwp augmix damp_augmix
+# report, the arms of the paper's claims first; cifar10 has no AugMix arms).
 # Every part is a resumable `damp sweep`: run the same command again after a kill and it continues where it
 # stopped. Frost needs its textures (--frost-dir, or the imagecorruptions package). --set overrides every
 # run's config (e.g. a smoke test: --set trainer.max_steps=2).
@@ -24,14 +27,18 @@ set -euo pipefail
 SUITE="${1:-}"
 case "$SUITE" in
   fashion_mnist|fashion_mnist_converged|cifar10) shift ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   "") echo "suite.sh: name a suite: fashion_mnist, fashion_mnist_converged or cifar10 (--help for more)" >&2; exit 2 ;;
   *) echo "suite.sh: unknown suite '$SUITE' (fashion_mnist, fashion_mnist_converged or cifar10)" >&2; exit 2 ;;
 esac
 OUT=runs/${SUITE}_suite
+# The converged suite spans many calls: its run records (config, metrics, results; *.pt is git-ignored) are
+# the per-seed data RESULTS.md is computed from, and a sweep skips every run that has its results.json.
+[[ $SUITE == fashion_mnist_converged ]] && OUT=results/$SUITE/runs
 RESULTS=results/$SUITE
 FROST_DIR=""
 DATA_ROOT=""
+BUDGET=60
 PARTS=()
 EXTRA=()
 while [[ $# -gt 0 ]]; do
@@ -41,15 +48,17 @@ while [[ $# -gt 0 ]]; do
     --results) RESULTS="$2"; shift 2 ;;
     --frost-dir) FROST_DIR="$2"; shift 2 ;;
     --data-root) DATA_ROOT="$2"; shift 2 ;;
+    --budget-minutes) BUDGET="$2"; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     -*) echo "suite.sh: unknown option $1" >&2; exit 2 ;;
     *) PARTS+=("$1"); shift ;;
   esac
 done
 ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp augmix damp_augmix report)
-[[ $SUITE == fashion_mnist_converged ]] && ALL=(sgd dropout damp daap sam asam rwp mrwp augmix damp_augmix report)
+[[ $SUITE == fashion_mnist_converged ]] && ALL=(sgd damp daap dropout sam asam rwp mrwp augmix damp_augmix report)
 [[ $SUITE == cifar10 ]] && ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp report)
+[[ $BUDGET =~ ^[1-9][0-9]*$ ]] || { echo "suite.sh: --budget-minutes: a whole number of minutes, got '$BUDGET'" >&2; exit 2; }
 [[ ${#PARTS[@]} -gt 0 ]] || PARTS=("${ALL[@]}")
 for part in "${PARTS[@]}"; do  # every part is checked before the first one runs
   [[ " ${ALL[*]} " == *" $part "* ]] || { echo "suite.sh: unknown part $part (choose from ${ALL[*]})" >&2; exit 2; }
@@ -85,7 +94,7 @@ PY
         [asam]="method.rho=0.25,0.5,1.0,2.0" [rwp]="method.std=0.005,0.01,0.02,0.04"
         [mrwp]="method.std=0.0075,0.015,0.03,0.06" [damp_augmix]="method.std=0.05,0.1,0.2,0.4")
   SWEEP=(--seeds 1 --fresh-seeds 5 --extend-edges 2 --tune-set eval.corruptions=none
-         --tune-set eval.holdout_corruptions=all --budget-minutes 60)
+         --tune-set eval.holdout_corruptions=all)
 elif [[ $SUITE == fashion_mnist ]]; then
   CONFIGS=configs/fashion_mnist_small_cnn
   TITLE="Fashion-MNIST suite: small CNN, every method tuned on a 10 % hold-out split, 3 seeds"
@@ -107,6 +116,7 @@ else
 fi
 SETS+=("${EXTRA[@]}")
 DAMP=${DAMP:-damp}
+START=$SECONDS
 
 for part in "${PARTS[@]}"; do
   case "$part" in
@@ -117,6 +127,14 @@ for part in "${PARTS[@]}"; do
       echo "== $part" >&2
       grid=()
       [[ -v "GRID[$part]" ]] && grid=(--grid "${GRID[$part]}")
+      if [[ $SUITE == fashion_mnist_converged ]]; then  # one budget for the whole call, across its parts
+        left=$(( BUDGET * 60 - (SECONDS - START) ))
+        if (( left <= 0 )); then
+          echo "suite.sh: time budget reached before part $part; run the same command again to continue" >&2
+          exit 75
+        fi
+        grid+=(--budget-minutes "$(awk "BEGIN { print $left / 60 }")")
+      fi
       status=0
       "$DAMP" sweep --config "$CONFIGS/$part.yaml" "${grid[@]}" "${SWEEP[@]}" \
         --out "$OUT/$part" --resume --quiet "${SETS[@]}" || status=$?
