@@ -69,3 +69,10 @@ def test_converged_suite_needs_an_accepted_pilot_then_reports_fresh_seeds(tmp_pa
     verdicts = text.split("## Verdicts of the protocol (docs/evidence.md)")[1]
     assert "### DAMP vs sgd (claim 1)" in verdicts and "### DAMP at SGD's cost (claims 4, 5)" in verdicts
     assert (results / "runs.csv").read_text().count("\n") == 1 + 10  # header, 5 SGD and 5 DAMP seeds
+
+
+def test_suite_refuses_a_budget_that_is_not_whole_minutes():
+    for bad in ["x", "0", "1.5"]:
+        result = subprocess.run(["bash", str(REPO / "benchmarks" / "suite.sh"), "fashion_mnist_converged",
+                                 "--budget-minutes", bad], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "--budget-minutes: a whole number of minutes" in result.stderr, bad

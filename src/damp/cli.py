@@ -16,13 +16,21 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+ALL_SEVERITIES = "all"  # the parser's default: argparse passes it through _severities, like a typed value
+
+
 def _severities(text: str) -> list[int]:
+    from damp.corruptions import SEVERITIES  # imported on use: --help stays free of torch
+
+    if text == ALL_SEVERITIES:
+        return list(SEVERITIES)
+    allowed = f"integers {SEVERITIES[0]}-{SEVERITIES[-1]}"
     try:
         values = [int(t) for t in _csv(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"severities must be integers 1-5, got {text!r}") from None
-    if not values or any(not 1 <= v <= 5 for v in values):
-        raise argparse.ArgumentTypeError(f"severities must be integers 1-5, got {text!r}")
+        raise argparse.ArgumentTypeError(f"severities must be {allowed}, got {text!r}") from None
+    if not values or any(v not in SEVERITIES for v in values):
+        raise argparse.ArgumentTypeError(f"severities must be {allowed}, got {text!r}")
     return values
 
 
@@ -275,7 +283,7 @@ def _evaluate_factory(args: argparse.Namespace) -> dict:
     with bar:
         results = evaluate_factory_model(
             args.model, args.data, weights=args.weights, data_root=args.data_root, sets=args.set or [],
-            corruptions=args.corruptions or "all", severities=args.severities or (1, 2, 3, 4, 5),
+            corruptions=args.corruptions or "all", severities=args.severities or _severities(ALL_SEVERITIES),
             fgsm=args.fgsm or (), seed=args.seed, device=args.device, frost_dir=args.frost_dir, c_dir=args.c_dir,
             mce_baseline=args.mce_baseline, progress=advance)
     return results
@@ -428,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, default=20, help="training epochs per method (default: 20)")
     demo.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise (default: 0)")
     demo.add_argument("--corruptions", default="all", help="comma-separated corruption names, or 'all' (default)")
-    demo.add_argument("--severities", type=_severities, default=[1, 2, 3, 4, 5],
+    demo.add_argument("--severities", type=_severities, default=ALL_SEVERITIES,
                       help="comma-separated severities 1-5 (default: all)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
@@ -539,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "corrupted to clean layer inputs of a trained run, next to its sigma")
     pr.add_argument("run", help="run directory (or checkpoint file)")
     pr.add_argument("--corruptions", default="all", help="comma-separated names, or all/common/extra (default: all)")
-    pr.add_argument("--severities", type=_severities, default=[1, 2, 3, 4, 5], help="comma-separated 1-5")
+    pr.add_argument("--severities", type=_severities, default=ALL_SEVERITIES,
+                    help="comma-separated 1-5 (default: all)")
     pr.add_argument("--images", type=_positive_int, default=256, help="test images probed (default: 256)")
     pr.add_argument("--out", help="output JSON (default: RUN/probe.json)")
     pr.add_argument("--figure", help="also a figure (PNG): ratio spread by corruption and severity, sigma marked")
@@ -558,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--format", choices=["auto", "npy", "folder"], default="auto",
                      help="npy (CIFAR-10-C layout) or folder (JPEG q85); auto: npy for arrays, folder for folders")
     cor.add_argument("--corruptions", default="all", help="comma-separated names, or 'all' (default: all 19)")
-    cor.add_argument("--severities", type=_severities, default=[1, 2, 3, 4, 5], help="comma-separated 1-5")
+    cor.add_argument("--severities", type=_severities, default=ALL_SEVERITIES,
+                     help="comma-separated 1-5 (default: all)")
     cor.add_argument("--preset", choices=["cifar", "tiny", "imagenet"],
                      help="constant table (default: from the image size; 28/32 px -> cifar)")
     cor.add_argument("--size", type=_positive_int, default=224, help="--data folder: output size (64 or 224)")
