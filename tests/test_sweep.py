@@ -142,3 +142,17 @@ def test_a_time_budget_stops_between_runs_and_resume_continues(tmp_path, capsys)
     assert "resume with: damp sweep" in err and err.strip().endswith("--resume") and (tmp_path / "s" / "std=0.1__seed=0" / "results.json").is_file()
     assert main([*args, "--resume"]) == 0  # the second call trains the last run and writes the summary
     assert (tmp_path / "s" / "summary.json").is_file()
+
+
+def test_finished_runs_resume_from_their_records_alone(tmp_path):
+    # The converged suite commits run records without checkpoints (*.pt is git-ignored): a sweep that
+    # resumes on another machine must read those runs, not retrain them.
+    out = tmp_path / "sweep"
+    first = run_sweep(None, GRID, 1, out, sets=SETS)
+    for checkpoint in out.rglob("*.pt"):
+        checkpoint.unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")}
+    assert len(stamps) == 2
+    again = run_sweep(None, GRID, 1, out, sets=SETS, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")} == stamps
+    assert again["selection"] == first["selection"]
