@@ -27,6 +27,9 @@ AUGMIX = 8  # (epoch, batch) -> data.augmix's operations and mixing weights
 def derive_seed(seed: int, stream: int, *keys: int) -> int:
     """A well-mixed 63-bit seed from ``seed``, a stream id and integer keys; cheap and deterministic.
 
+    Each stream takes keys of one fixed arity: trailing zero keys do not change the seed (numpy's
+    ``SeedSequence`` drops trailing zero words), so ``(stream, ())`` equals ``(stream, (0,))``.
+
     >>> derive_seed(0, NOISE, 5, 1) == derive_seed(0, NOISE, 5, 1) != derive_seed(0, AUGMENT, 5, 1)
     True
     """
