@@ -1,7 +1,7 @@
 """Corruption throughput: ms per image for each corruption (all 5 severities) at each preset.
 
-A thin front-end to ``damp.bench.corruption_throughput``, which compares with the reference
-timings of the hendrycks/robustness code (one core; ``REFERENCE_MS`` in ``damp.bench``). Not part of
+A thin front-end to ``damp.speed.corruption_throughput``, which compares with the reference
+timings of the hendrycks/robustness code (one core; ``REFERENCE_MS`` in ``damp.speed``). Not part of
 the test suite.
 
     python benchmarks/corruption_speed.py [--device cpu|cuda] [--presets cifar,tiny,imagenet] [--out FILE.json]
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from damp import __version__
-from damp.bench import corruption_throughput
+from damp.speed import corruption_throughput
 
 
 def main() -> None:

@@ -312,7 +312,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_previous_one(target, tmp_pa
 def test_benchmark_and_evaluate_refuse_bad_models_and_labels_at_once():
     from torch import nn
 
-    from damp.benchmarking import benchmark
+    from damp.robustness import benchmark
 
     images = torch.rand(8, 3, 32, 32)
     labels = torch.randint(0, 10, (8,))

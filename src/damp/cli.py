@@ -271,7 +271,7 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
 
 
 def _evaluate_factory(args: argparse.Namespace) -> dict:
-    from damp.benchmarking import evaluate_factory_model
+    from damp.robustness import evaluate_factory_model
     from damp.log import progress_bar
 
     bar = progress_bar(None, "evaluate (images)", not args.quiet)
@@ -295,7 +295,7 @@ def _bench_model(args: argparse.Namespace, out: Path) -> int:
 
     import torch
 
-    from damp.benchmarking import throughput
+    from damp.robustness import throughput
     from damp.models.user import build_user_model
 
     torch.manual_seed(0)
@@ -388,7 +388,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from damp.bench import run_bench
+    from damp.speed import run_bench
 
     _check_device(args.device, "--device")
     out = Path(args.out)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from damp import bench
+from damp import speed
 
 
 @pytest.mark.parametrize("model", ["mlp", "small_cnn"])
 def test_step_time_ratios_report_floor_memory_and_targets(model):
-    row = bench.step_time_ratios(model, 16, torch.device("cpu"), m=2, repeats=1)
+    row = speed.step_time_ratios(model, 16, torch.device("cpu"), m=2, repeats=1)
     assert set(row["seconds_per_step"]) == {"sgd", "damp", "daap", "sam", "asam", "damp_ghost"}
     assert row["noise_floor"] > 0 and all(v > 0 for v in row["step_time_ratio"].values())
     assert set(row["peak_memory_mib"]) == set(row["seconds_per_step"])
     assert row["damp_executor"] == ("loop" if model == "mlp" else "cpu")  # BatchNorm-free models run the loop
-    for name, (value, above_floor) in bench.CPU_TARGETS[model].items():
+    for name, (value, above_floor) in speed.CPU_TARGETS[model].items():
         target = row["targets"][name]
         assert target["limit"] == pytest.approx(row["noise_floor"] + value if above_floor else value)
         assert target["met"] == (row["step_time_ratio"][name] <= target["limit"])
