@@ -342,7 +342,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from damp.config import resolve_corruptions
     from damp.corruptions import corrupt
-    from damp.evaluate import available, load_saved_run
+    from damp.evaluate import runnable_corruptions, load_saved_run
     from damp.pixels import to_unit_float
     from damp.probe import plot_probe, probe
 
@@ -354,7 +354,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise ValueError("--corruptions: name at least one corruption")
     model, cfg, bundle, _ = load_saved_run(args.run, args.device, args.data_root)
     frost_dir = args.frost_dir or cfg.data.frost_dir
-    names, unavailable = available(names, frost_dir)  # before any work: frost needs its textures
+    names, unavailable = runnable_corruptions(names, frost_dir)  # before any work: frost needs its textures
     if not names:
         raise ValueError(f"--corruptions: none available here ({'; '.join(unavailable.values())})")
     if bundle.test_arrays is None:

@@ -20,7 +20,7 @@ from damp.checkpoint import find_checkpoint, load_checkpoint
 from damp.config import config_from_dict, resolve_corruptions
 from damp.corruptions import GROUPS, SEVERITIES
 from damp.corruptions.assets import FrostUnavailable, find_frost_dir
-from damp.corruptions.dataset import CHUNK, available_corruptions, corrupted_chunks
+from damp.corruptions.dataset import CHUNK, released_corruptions, corrupted_chunks
 from damp.data.build import build_data
 from damp.metrics import UNITS, aggregate, classification_metrics
 from damp.models import model_for
@@ -130,7 +130,7 @@ def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.T
     return results
 
 
-def available(names: Sequence[str], frost_dir: str | None = None) -> tuple[list[str], dict[str, str]]:
+def runnable_corruptions(names: Sequence[str], frost_dir: str | None = None) -> tuple[list[str], dict[str, str]]:
     """Split corruption names into those that can run here and {name: reason} for the rest.
 
     Only frost depends on external files (its textures); benchmarks list it as unavailable rather than
@@ -152,7 +152,7 @@ def corruption_results(model: nn.Module, bundle, cfg, names: Sequence[str], seve
     and meta entries naming the source and anything unavailable. Returns (results, meta)."""
     meta: dict = {}
     if c_dir is not None:
-        present = available_corruptions(c_dir)
+        present = released_corruptions(c_dir)
         unavailable = {n: f"not in {c_dir}" for n in names if n not in present}
         names = [n for n in names if n in present]
         corrupted = evaluate_c_dir(model, c_dir, names, severities, classes=bundle.classes, progress=progress,
@@ -161,7 +161,7 @@ def corruption_results(model: nn.Module, bundle, cfg, names: Sequence[str], seve
     else:
         if bundle.test_arrays is None:
             raise ValueError("corruptions on a folder dataset need released -C folders (--c-dir / eval.c_dir)")
-        names, unavailable = available(names, cfg.data.frost_dir)
+        names, unavailable = runnable_corruptions(names, cfg.data.frost_dir)
         images, labels = bundle.test_arrays
         corrupted = evaluate_corruptions(model, images, labels, names, severities, seed=seed,
                                          frost_dir=cfg.data.frost_dir, progress=progress)

@@ -25,7 +25,7 @@ from damp.corruptions import PRESETS
 from damp.corruptions._common import default_preset
 from damp.corruptions.dataset import CHUNK, corrupt_chunk
 from damp.data.build import build_data
-from damp.evaluate import available, check_evaluation_inputs, check_labels, check_model, evaluate, fgsm_wrong
+from damp.evaluate import runnable_corruptions, check_evaluation_inputs, check_labels, check_model, evaluate, fgsm_wrong
 from damp.metrics import UNITS, MetricSums, aggregate
 from damp.models import Normalized, model_for
 from damp.models.user import load_weights
@@ -78,7 +78,7 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
         raise ValueError(f"severities: integers 1-5, got {severities}")
     if any(not 0 <= eps <= 1 for eps in fgsm):
         raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {fgsm}")
-    names, unavailable = _available(corruptions, frost_dir)
+    names, unavailable = _corruptions_to_run(corruptions, frost_dir)
     aggregate({}, dataset or "cifar10", mce_baseline)  # an unknown baseline fails now, not after the evaluation
     device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
@@ -133,11 +133,11 @@ def _as_ints(values, name: str) -> list[int]:
     return out
 
 
-def _available(corruptions: str | Sequence[str], frost_dir: str | None) -> tuple[list[str], dict[str, str]]:
+def _corruptions_to_run(corruptions: str | Sequence[str], frost_dir: str | None) -> tuple[list[str], dict[str, str]]:
     """The corruptions to run and those skipped: a group skips frost without textures; a list naming it fails."""
     grouped = isinstance(corruptions, str) and "," not in corruptions
     names = resolve_corruptions(corruptions if isinstance(corruptions, str) else ",".join(corruptions))
-    names, unavailable = available(names, frost_dir)
+    names, unavailable = runnable_corruptions(names, frost_dir)
     if unavailable and not grouped:
         raise ValueError(f"corruptions: {'; '.join(unavailable.values())}")
     return names, unavailable
@@ -216,7 +216,7 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
     Returns {"variants", "images", "generation_s", "inference_s", "images_x_variants_per_s",
     "generation_over_inference"}.
     """
-    names, _ = _available(corruptions, frost_dir)
+    names, _ = _corruptions_to_run(corruptions, frost_dir)
     if not names:
         raise ValueError("corruptions: nothing to generate (none given, or none available here)")
     device = torch.device(device) if device is not None else _model_device(model)

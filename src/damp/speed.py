@@ -28,6 +28,7 @@ from damp import __version__, corruptions, methods
 from damp.methods.subbatch import PerLayer, plan
 from damp.models import build_model
 from damp.corruptions import SEVERITIES
+from damp.runtime import autocast_dtype
 
 # Reference ms per image per severity: the hendrycks/robustness code timed on one core of this project's
 # CI machine class (docs/corruptions.md, "Speed").
@@ -412,16 +413,12 @@ def paired_ratios(times: dict[str, list[float]], baseline: str) -> dict[str, flo
             for name, values in times.items() if name != baseline}
 
 
-def _autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-
-
 def eager_step_times(model_name: str, batch: int, device: torch.device, *, m: int = 8, image_size: int = 32,
                      num_classes: int = 10, executors: tuple[str, ...] = EXECUTOR_VARIANTS, warmup: int = 2,
                      samples: int = 5, steps_per_sample: int = 1) -> dict:
     """Seconds per step of SGD and of every method in every executor, eager, timed round-robin."""
     settings = device_settings(device)
-    dtype = _autocast_dtype(settings["precision"])
+    dtype = autocast_dtype(settings["precision"])
     model, optimizer, x, y = training_setup(model_name, batch, device, image_size=image_size,
                                             num_classes=num_classes, channels_last=settings["channels_last"])
     variants = {name: build_variant(*_split_variant(name), m) for name in variant_names(executors)}
@@ -550,7 +547,7 @@ def compiled_step_times(model_name: str, batch: int, device: torch.device, names
     value) is recorded as skipped: a compilation cannot be interrupted once begun.
     """
     settings = device_settings(device)
-    dtype = _autocast_dtype(settings["precision"])
+    dtype = autocast_dtype(settings["precision"])
     model, optimizer, x, y = training_setup(model_name, batch, device, image_size=image_size,
                                             num_classes=num_classes, channels_last=settings["channels_last"])
     variants: dict[str, dict] = {}
@@ -627,7 +624,7 @@ def training_throughput(device: torch.device, batch_sizes: tuple[int, ...], *,
     from damp.data.resident import ResidentLoader
 
     settings = device_settings(device)
-    dtype = _autocast_dtype(settings["precision"])
+    dtype = autocast_dtype(settings["precision"])
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (dataset_size, 3, 32, 32), generator=gen, dtype=torch.uint8).to(device)
     labels = torch.randint(0, 10, (dataset_size,), generator=gen).to(device)
@@ -734,7 +731,7 @@ def cifar10c_cost(device: torch.device, *, images: int = 10_000, infer_images: i
     model = model.to(memory_format=torch.channels_last) if settings["channels_last"] else model
     total = 95 * images if infer_images is None else infer_images
     with cudnn_benchmark(settings["cudnn_benchmark"]):
-        infer = inference_seconds(model, x, total, infer_batch, _autocast_dtype(settings["precision"]),
+        infer = inference_seconds(model, x, total, infer_batch, autocast_dtype(settings["precision"]),
                                   settings["channels_last"]) * 10_000 * 95 / total
     per = {name: {"seconds": scale * s, "share": scale * s / generation, "runs_on": runs_on(name)}
            for name, s in seconds.items()}

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from damp.cli import main
-from damp.corruptions.dataset import (available_corruptions, corrupted_chunks, read_array_c, read_folder_c,
+from damp.corruptions.dataset import (released_corruptions, corrupted_chunks, read_array_c, read_folder_c,
                                       write_array_c)
 from damp.data import load_digits
 from damp.evaluate import evaluate_clean, evaluate_corruptions
@@ -29,7 +29,7 @@ def test_array_layout_is_severity_major_and_readable(tmp_path):
         block, block_labels = read_array_c(tmp_path, "contrast", severity)
         expected = torch.cat(list(corrupted_chunks(images, "contrast", severity, seed=3)))
         assert torch.equal(block, expected) and block_labels.tolist() == list(range(7))
-    assert available_corruptions(tmp_path) == ["gaussian_noise", "contrast"]
+    assert released_corruptions(tmp_path) == ["gaussian_noise", "contrast"]
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -49,7 +49,9 @@ def test_corrupt_cli_on_digits_then_evaluate_agrees_with_on_the_fly(tmp_path):
             images, labels = read_array_c(out, name, severity)
             assert torch.equal(labels, data.test_labels)
             from_file = evaluate_clean(model, images, labels)
-            assert from_file == on_the_fly[name][str(severity)]
+            expected = on_the_fly[name][str(severity)]
+            # the same images; the logits of other batchings may differ in the last float32 bits
+            assert from_file["error"] == expected["error"] and from_file == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="severity 3 not stored"):
         read_array_c(out, "shot_noise", 3)
 
@@ -79,7 +81,7 @@ def test_folder_layout_roundtrip(tmp_path):
     assert classes == ["n01", "n02"] and [label for _, label in samples] == [0, 0, 1, 1]
     with Image.open(samples[0][0]) as im:
         assert im.size == (64, 64) and im.format == "JPEG"
-    assert available_corruptions(out) == ["fog", "pixelate"]
+    assert released_corruptions(out) == ["fog", "pixelate"]
 
 
 @pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),

@@ -166,7 +166,7 @@ def read_folder_c(directory: str | Path, name: str, severity: int, classes: Sequ
     return scan_class_folders(Path(directory) / name / str(severity), classes)
 
 
-def available_corruptions(directory: str | Path) -> list[str]:
+def released_corruptions(directory: str | Path) -> list[str]:
     """Corruptions present in a -C directory (either layout), in canonical order."""
     directory = Path(directory)
     return [n for n in CANONICAL_NAMES if (directory / f"{n}.npy").is_file() or (directory / n).is_dir()]
