@@ -127,16 +127,17 @@ for part in "${PARTS[@]}"; do
       echo "== $part" >&2
       grid=()
       [[ -v "GRID[$part]" ]] && grid=(--grid "${GRID[$part]}")
+      budget=()
       if [[ $SUITE == fashion_mnist_converged ]]; then  # one budget for the whole call, across its parts
         left=$(( BUDGET * 60 - (SECONDS - START) ))
         if (( left <= 0 )); then
           echo "suite.sh: time budget reached before part $part; run the same command again to continue" >&2
           exit 75
         fi
-        grid+=(--budget-minutes "$(awk "BEGIN { print $left / 60 }")")
+        budget=(--budget-minutes "$(awk "BEGIN { print $left / 60 }")")
       fi
       status=0
-      "$DAMP" sweep --config "$CONFIGS/$part.yaml" "${grid[@]}" "${SWEEP[@]}" \
+      "$DAMP" sweep --config "$CONFIGS/$part.yaml" "${grid[@]}" "${budget[@]}" "${SWEEP[@]}" \
         --out "$OUT/$part" --resume --quiet "${SETS[@]}" || status=$?
       if [[ $status -eq 75 ]]; then
         echo "suite.sh: paused in part $part (time budget or a signal); run the same command again to continue" >&2

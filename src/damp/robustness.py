@@ -25,7 +25,8 @@ from damp.corruptions import PRESETS
 from damp.corruptions._common import default_preset
 from damp.corruptions.dataset import CHUNK, corrupt_chunk
 from damp.data.build import build_data
-from damp.evaluate import runnable_corruptions, check_evaluation_inputs, check_labels, check_model, evaluate, fgsm_wrong
+from damp.evaluate import (check_evaluation_inputs, check_labels, check_model, evaluate, fgsm_wrong,
+                           runnable_corruptions)
 from damp.metrics import UNITS, MetricSums, aggregate
 from damp.models import Normalized, model_for
 from damp.models.user import load_weights

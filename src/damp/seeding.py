@@ -27,8 +27,8 @@ AUGMIX = 8  # (epoch, batch) -> data.augmix's operations and mixing weights
 def derive_seed(seed: int, stream: int, *keys: int) -> int:
     """A well-mixed 63-bit seed from ``seed``, a stream id and integer keys; cheap and deterministic.
 
-    Each stream takes keys of one fixed arity: trailing zero keys do not change the seed (numpy's
-    ``SeedSequence`` drops trailing zero words), so ``(stream, ())`` equals ``(stream, (0,))``.
+    Each stream takes keys of one fixed arity: numpy's ``SeedSequence`` gives entropy that differs
+    only in trailing zeros the same state, so ``(stream, ())`` and ``(stream, (0,))`` share a seed.
 
     >>> derive_seed(0, NOISE, 5, 1) == derive_seed(0, NOISE, 5, 1) != derive_seed(0, AUGMENT, 5, 1)
     True
