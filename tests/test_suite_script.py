@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 SMOKE = ["data.name=digits", "trainer.max_steps=2", "trainer.log_every=1", "eval.corruptions=gaussian_noise,zoom_blur",
@@ -76,3 +78,15 @@ def test_suite_refuses_a_budget_that_is_not_whole_minutes():
         result = subprocess.run(["bash", str(REPO / "benchmarks" / "suite.sh"), "fashion_mnist_converged",
                                  "--budget-minutes", bad], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and "--budget-minutes: a whole number of minutes" in result.stderr, bad
+
+
+def test_suite_run_records_are_committed_and_their_checkpoints_are_not():
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+
+    if subprocess.run(["git", "rev-parse"], cwd=REPO, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout (an sdist): no .gitignore to check")
+    run = "results/fashion_mnist_converged/runs/damp/std=0.1__seed=1"
+    assert not ignored(f"{run}/results.json") and not ignored(f"{run}/metrics.jsonl")
+    assert ignored(f"{run}/last.pt") and ignored(f"{run}/previous.pt") and ignored(f"{run}/../.damp.lock")
+    assert ignored("runs/my_run/results.json")  # users' own runs stay out of git
