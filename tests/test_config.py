@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from damp.config import ConfigError, load_config, read_preset, to_dict
+from damp.config import ConfigError, flat_keys, load_config, read_preset, to_dict
 from tests.conftest import REPO
 
 
@@ -30,13 +30,6 @@ def test_extends_refuses_cycles_and_missing_parents(tmp_path):
         load_config(tmp_path / "c.yaml")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 SETUPS = sorted(p.name for p in (Path(REPO) / "configs").iterdir() if (p / "sgd.yaml").is_file())
 # What an arm may change besides method:, beyond the method's own keys: the Dropout arm its rate, the
 # single-corruption arms (paper Algorithm 2) and the AugMix arms their data keys, and SAM/ASAM on ViT
@@ -47,11 +40,11 @@ ARM_KEYS = ("model.dropout", "data.train_corruption", "data.augmix")
 @pytest.mark.parametrize("setup", SETUPS)
 def test_presets_of_one_setup_differ_only_in_the_method(setup):
     directory = Path(REPO) / "configs" / setup
-    base = _flat(to_dict(load_config(directory / "sgd.yaml")))
+    base = flat_keys(to_dict(load_config(directory / "sgd.yaml")))
     assert len(SETUPS) >= 10 and len(list(directory.glob("*.yaml"))) >= 4
     for preset in sorted(directory.glob("*.yaml")):
         assert preset.name == "sgd.yaml" or "\nextends: " in preset.read_text(), preset  # a diff
-        values = _flat(to_dict(load_config(preset)))
+        values = flat_keys(to_dict(load_config(preset)))
         differing = {k for k in base if values[k] != base[k]}
         allowed = {k for k in base if k.startswith(("method.", *ARM_KEYS))}
         if setup.startswith("imagenet_vit") and preset.stem in ("sam", "asam"):

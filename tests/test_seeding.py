@@ -7,7 +7,8 @@ import torch
 from damp import seeding
 from damp.seeding import derive_seed, generator, keyed_uniform
 
-STREAMS = {name: value for name, value in vars(seeding).items() if name.isupper() and not name.startswith("_") and isinstance(value, int)}
+STREAMS = {name: value for name, value in vars(seeding).items()
+           if name.isupper() and not name.startswith("_") and isinstance(value, int)}
 
 
 def test_every_purpose_has_its_own_stream():

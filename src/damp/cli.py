@@ -271,6 +271,7 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
 
 
 def _evaluate_factory(args: argparse.Namespace) -> dict:
+    from damp.corruptions import SEVERITIES
     from damp.robustness import evaluate_factory_model
     from damp.log import progress_bar
 
@@ -283,7 +284,7 @@ def _evaluate_factory(args: argparse.Namespace) -> dict:
     with bar:
         results = evaluate_factory_model(
             args.model, args.data, weights=args.weights, data_root=args.data_root, sets=args.set or [],
-            corruptions=args.corruptions or "all", severities=args.severities or _severities(ALL_SEVERITIES),
+            corruptions=args.corruptions or "all", severities=args.severities or SEVERITIES,
             fgsm=args.fgsm or (), seed=args.seed, device=args.device, frost_dir=args.frost_dir, c_dir=args.c_dir,
             mce_baseline=args.mce_baseline, progress=advance)
     return results

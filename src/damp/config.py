@@ -315,6 +315,21 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+def flat_keys(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"section.key": value}; an empty mapping stays one value.
+
+    >>> flat_keys({"method": {"name": "damp", "std": 0.2}, "seed": 0})
+    {'method.name': 'damp', 'method.std': 0.2, 'seed': 0}
+    """
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def dump_config(cfg: RunConfig, path: str | Path) -> None:
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

@@ -15,6 +15,7 @@ import yaml
 
 from damp import methods
 from damp.checkpoint import write_text
+from damp.config import flat_keys
 from damp.corruptions import CANONICAL_NAMES
 from damp.corruptions import names as corruption_names
 
@@ -87,21 +88,13 @@ NOT_THE_SETUP = ("seed", "data.root", "data.num_workers", "data.frost_dir", "tra
                  "trainer.metrics_format")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
-    return out
-
-
 def setup_key(run: Run) -> str:
     """What a run trains (its config without the seed and the keys of :data:`NOT_THE_SETUP`)."""
     if not run.config:
         return f"label:{run.label}"  # an evaluation without config.yaml: its label is all there is
-    return json.dumps({k: v for k, v in _flat(run.config).items() if k not in NOT_THE_SETUP}, sort_keys=True)
+    # each value JSON-encoded too, so that group() can compare list values in sets
+    return json.dumps({k: json.dumps(v, sort_keys=True, default=str) for k, v in flat_keys(run.config).items()
+                       if k not in NOT_THE_SETUP}, sort_keys=True)
 
 
 def group(runs: list[Run]) -> dict[str, list[Run]]:

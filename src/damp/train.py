@@ -28,7 +28,7 @@ from torch import nn
 
 from damp import __version__, methods, seeding
 from damp.checkpoint import CheckpointError, load_checkpoint, load_newest, write_text
-from damp.config import RunConfig, dump_config, method_arguments, resolve_corruptions, to_dict
+from damp.config import RunConfig, dump_config, flat_keys, method_arguments, resolve_corruptions, to_dict
 from damp.corruptions import corrupt_half
 from damp.data.augment import mixup_fixed
 from damp.data.augmix import augmix, jsd_loss, jsd_triplets
@@ -137,12 +137,7 @@ def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> t
 
 def first_difference(saved: dict, current: dict, keys: tuple[str, ...]) -> str | None:
     """The first config key under ``keys`` whose value differs, as "key: X in the checkpoint, Y here"."""
-    def flat(tree, prefix: str = "") -> dict:
-        if not isinstance(tree, dict):
-            return {prefix: tree}
-        return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-
-    old, new = {k.rstrip("."): v for k, v in flat(saved).items()}, {k.rstrip("."): v for k, v in flat(current).items()}
+    old, new = flat_keys(saved), flat_keys(current)
     for key in sorted(old.keys() | new.keys()):
         checked = any(key == k or key.startswith(k + ".") for k in keys)
         if checked and key not in RESUME_MAY_DIFFER and old.get(key) != new.get(key):
