@@ -59,39 +59,27 @@ def _register(*entries: Corruption) -> dict[str, Corruption]:
     return {name: table[name] for name in CANONICAL_NAMES}
 
 
-def _c(name: str, fn: Callable, params: dict, **kw) -> Corruption:
-    return Corruption(name, fn, params, **kw)
-
-
-def _frost(x, c, generator, preset, frost_dir=None):
-    return weather.frost_with(x, c, generator, preset, frost_dir)
-
-
-def _fog(x, c, generator, preset):
-    return weather.fog_with(x, c, generator, preset)
-
-
 # One table, canonical order (`imagenet_c.corruption_tuple`).
 CORRUPTIONS: dict[str, Corruption] = _register(
-    _c("gaussian_noise", noise.gaussian_noise, noise.GAUSSIAN_NOISE),
-    _c("shot_noise", noise.shot_noise, noise.SHOT_NOISE),
-    _c("impulse_noise", noise.impulse_noise, noise.IMPULSE_NOISE),
-    _c("defocus_blur", blur.defocus_blur, blur.DEFOCUS_BLUR),
-    _c("glass_blur", blur.glass_blur, blur.GLASS_BLUR),
-    _c("motion_blur", blur.motion_blur, blur.MOTION_BLUR),
-    _c("zoom_blur", blur.zoom_blur, blur.ZOOM_BLUR),
-    _c("snow", weather.snow, weather.SNOW, color=True),
-    _c("frost", _frost, weather.FROST, color=True, options=("preset", "frost_dir")),
-    _c("fog", _fog, weather.FOG, options=("preset",)),
-    _c("brightness", digital.brightness, digital.BRIGHTNESS, color=True),
-    _c("contrast", digital.contrast, digital.CONTRAST),
-    _c("elastic_transform", digital.elastic_transform, digital.ELASTIC_TRANSFORM),
-    _c("pixelate", digital.pixelate, digital.PIXELATE),
-    _c("jpeg_compression", digital.jpeg_compression, digital.JPEG_COMPRESSION),  # Pillow, on the CPU
-    _c("speckle_noise", noise.speckle_noise, noise.SPECKLE_NOISE),
-    _c("gaussian_blur", blur.gaussian_blur, blur.GAUSSIAN_BLUR),
-    _c("spatter", weather.spatter, weather.SPATTER, color=True),
-    _c("saturate", digital.saturate, digital.SATURATE, color=True),
+    Corruption("gaussian_noise", noise.gaussian_noise, noise.GAUSSIAN_NOISE),
+    Corruption("shot_noise", noise.shot_noise, noise.SHOT_NOISE),
+    Corruption("impulse_noise", noise.impulse_noise, noise.IMPULSE_NOISE),
+    Corruption("defocus_blur", blur.defocus_blur, blur.DEFOCUS_BLUR),
+    Corruption("glass_blur", blur.glass_blur, blur.GLASS_BLUR),
+    Corruption("motion_blur", blur.motion_blur, blur.MOTION_BLUR),
+    Corruption("zoom_blur", blur.zoom_blur, blur.ZOOM_BLUR),
+    Corruption("snow", weather.snow, weather.SNOW, color=True),
+    Corruption("frost", weather.frost_with, weather.FROST, color=True, options=("preset", "frost_dir")),
+    Corruption("fog", weather.fog_with, weather.FOG, options=("preset",)),
+    Corruption("brightness", digital.brightness, digital.BRIGHTNESS, color=True),
+    Corruption("contrast", digital.contrast, digital.CONTRAST),
+    Corruption("elastic_transform", digital.elastic_transform, digital.ELASTIC_TRANSFORM),
+    Corruption("pixelate", digital.pixelate, digital.PIXELATE),
+    Corruption("jpeg_compression", digital.jpeg_compression, digital.JPEG_COMPRESSION),  # Pillow, on the CPU
+    Corruption("speckle_noise", noise.speckle_noise, noise.SPECKLE_NOISE),
+    Corruption("gaussian_blur", blur.gaussian_blur, blur.GAUSSIAN_BLUR),
+    Corruption("spatter", weather.spatter, weather.SPATTER, color=True),
+    Corruption("saturate", digital.saturate, digital.SATURATE, color=True),
 )
 
 
