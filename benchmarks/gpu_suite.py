@@ -27,6 +27,8 @@ import torch
 
 from damp import speed
 
+import gpu_measure  # benchmarks/gpu_measure.py, next to this script
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -98,10 +100,10 @@ class Suite:
         self.start = time.perf_counter()
         self.deadline = self.start + plan.budget_s
         self.failed: list[str] = []
-        self.results: dict = {"environment": {**speed.environment(device), "git_commit": _git_commit(),
+        self.results: dict = {"environment": {**gpu_measure.environment(device), "git_commit": _git_commit(),
                                               "date": datetime.datetime.now().astimezone().isoformat()},
                               "plan": dict(vars(plan)), "step_time": {},
-                              "throughput": {}, "cuda_graphs": speed.CUDA_GRAPHS}
+                              "throughput": {}, "cuda_graphs": gpu_measure.CUDA_GRAPHS}
 
     def say(self, message: str) -> None:
         print(f"[{time.perf_counter() - self.start:6.1f} s] {message}", file=sys.stderr, flush=True)
@@ -112,7 +114,7 @@ class Suite:
         try:
             value = fn()
         except Exception as err:  # noqa: BLE001 - the other parts still run and are written
-            value = {"error": speed.one_line(err)}
+            value = {"error": gpu_measure.one_line(err)}
             self.failed.append(f"{label}: {value['error']}")
             self.say(f"{label} failed: {value['error']}")
         node = self.results
@@ -123,10 +125,10 @@ class Suite:
 
     def write(self) -> None:
         files = {"environment": self.results["environment"], "throughput": self.results["throughput"]}
-        files.update({f"step_time_{k}": {**v, "cuda_graphs": speed.CUDA_GRAPHS}
+        files.update({f"step_time_{k}": {**v, "cuda_graphs": gpu_measure.CUDA_GRAPHS}
                       for k, v in self.results["step_time"].items()})
         files.update({k: self.results[k] for k in ("corruptions", "cifar10c") if k in self.results})
-        self.results["targets"] = speed.check_targets(self.results)
+        self.results["targets"] = gpu_measure.check_targets(self.results)
         self.results["wall_s"] = time.perf_counter() - self.start
         files["targets"] = self.results["targets"]
         for name, value in files.items():
@@ -157,35 +159,35 @@ def run_suite(suite: Suite, parts: tuple[str, ...]) -> None:
             suite.run(f"step time {name} (eager, every executor)", lambda name=name, spec=spec: eager_part(
                 plan, dev, name, spec), "step_time", name, "eager")
     if "throughput" in parts:
-        suite.run("training throughput (eager)", lambda: speed.training_throughput(
+        suite.run("training throughput (eager)", lambda: gpu_measure.training_throughput(
             dev, plan.throughput_batches, m=plan.m, dataset_size=plan.dataset_size,
             warmup=max(plan.warmup, 1), steps=plan.throughput_steps), "throughput", "eager")
     if "corruptions" in parts:
         suite.run("corruption throughput", lambda: corruption_part(plan, dev, frost), "corruptions")
     if "cifar10c" in parts:
-        suite.run("CIFAR-10-C generation against ResNet18 inference", lambda: speed.cifar10c_cost(
+        suite.run("CIFAR-10-C generation against ResNet18 inference", lambda: gpu_measure.cifar10c_cost(
             dev, images=plan.c10c_images, infer_images=plan.c10c_infer_images, frost_dir=frost), "cifar10c")
     if "compile" in parts:
         run_compiled(suite)
 
 
 def eager_part(plan: Plan, dev: torch.device, name: str, spec: dict) -> dict:
-    return speed.eager_step_times(name, spec["batch"], dev, m=plan.m, image_size=spec["image_size"],
-                                  num_classes=spec["num_classes"], warmup=plan.warmup, samples=plan.samples,
-                                  steps_per_sample=spec["steps_per_sample"],
-                                  executors=spec.get("executors", speed.EXECUTOR_VARIANTS))
+    return gpu_measure.eager_step_times(name, spec["batch"], dev, m=plan.m, image_size=spec["image_size"],
+                                        num_classes=spec["num_classes"], warmup=plan.warmup,
+                                        samples=plan.samples, steps_per_sample=spec["steps_per_sample"],
+                                        executors=spec.get("executors", gpu_measure.EXECUTOR_VARIANTS))
 
 
 def corruption_part(plan: Plan, dev: torch.device, frost: str | None) -> dict:
     presets = speed.corruption_throughput(dev, plan.corruption_presets, plan.corruption_batches,
                                           plan.corruption_repeats, frost_dir=frost)
-    syncs = speed.corruption_host_syncs(dev, frost_dir=frost)
+    syncs = gpu_measure.corruption_host_syncs(dev, frost_dir=frost)
     return {"presets": presets, "host_syncs_cifar_all_5_severities": syncs}
 
 
 def compiled_part(suite: Suite, name: str) -> dict:
     plan, spec = suite.plan, suite.plan.models[name]
-    return speed.compiled_step_times(
+    return gpu_measure.compiled_step_times(
         name, spec["batch"], suite.device, list(plan.compile_variants[name]), m=plan.m,
         image_size=spec["image_size"], num_classes=spec["num_classes"], backend=plan.compile_backend,
         warmup=plan.compile_warmup, samples=plan.samples, steps_per_sample=spec["steps_per_sample"],
@@ -194,9 +196,10 @@ def compiled_part(suite: Suite, name: str) -> dict:
 
 def compiled_throughput_part(suite: Suite) -> dict:
     plan = suite.plan
-    return speed.training_throughput(suite.device, (plan.throughput_compiled_batch,), method_names=("sgd",),
-                                     m=plan.m, dataset_size=plan.dataset_size, warmup=plan.compile_warmup,
-                                     steps=plan.throughput_steps, compile_backend=plan.compile_backend)
+    return gpu_measure.training_throughput(suite.device, (plan.throughput_compiled_batch,),
+                                           method_names=("sgd",), m=plan.m, dataset_size=plan.dataset_size,
+                                           warmup=plan.compile_warmup, steps=plan.throughput_steps,
+                                           compile_backend=plan.compile_backend)
 
 
 def run_compiled(suite: Suite) -> None:
