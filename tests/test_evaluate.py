@@ -117,7 +117,8 @@ def test_imagenet_c_bar_uses_the_clean_eval_crop(tmp_path):
     import shutil
 
     from damp.data.imagenet import FolderDataset, FolderLoader, imagenet_samples
-    from damp.variants import IMAGENET_C_BAR, predict, variant_results
+    from damp.streaming import stream_metrics
+    from damp.variants import IMAGENET_C_BAR, variant_results
     from tests.fixtures import make_imagenet
 
     root = make_imagenet(tmp_path / "inet", classes=3, per_class=1, val_per_class=2)  # sizes 40-90 px, mixed
@@ -128,7 +129,7 @@ def test_imagenet_c_bar_uses_the_clean_eval_crop(tmp_path):
     torch.manual_seed(0)
     model = MeanColour()
     clean_loader = FolderLoader(FolderDataset(samples, 32, "none"), 4, shuffle=False, drop_last=False, num_workers=0)
-    clean = classification_metrics(*predict(model, clean_loader))
+    clean = stream_metrics(model, clean_loader)
     model.sizes.clear()
     out = variant_results(model, classes, 32, {"c_bar": str(c_bar)}, [1], None)["imagenet_c_bar"]
     assert model.sizes == {(32, 32)}  # resized like the clean val set, not fed at native size

@@ -13,7 +13,8 @@ from torch import nn
 
 from damp.cli import main
 from damp.config import load_config
-from damp.evaluate import evaluate_saved_run, fgsm_error
+from damp.evaluate import evaluate_saved_run
+from damp.streaming import fgsm_error
 from damp.metrics import aggregate
 from damp.variants import evaluate_variant
 from damp.train import train

@@ -1,31 +1,33 @@
-"""Evaluation of a model with its clean weights: one path, :func:`evaluate`, for `damp train`,
-`damp evaluate`, the demo and sweeps.
+"""Evaluation of a run's model with its clean weights: :func:`evaluate`, for `damp train`,
+`damp evaluate`, the demo and sweeps; and the checks that fail fast before it.
 
 Clean metrics, corruptions (generated on the fly or read from released -C files), FGSM and the
-ImageNet variants, as one results dict (the results.json schema). Metrics themselves live in
-:mod:`damp.metrics`; the variants in :mod:`damp.variants`.
+ImageNet variants, as one results dict (the results.json schema). Every metric streams through
+the one engine, :mod:`damp.streaming` (also ``damp.benchmark``'s); the formulas are
+:mod:`damp.metrics`'; the variants are :mod:`damp.variants`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from damp.checkpoint import find_checkpoint, load_checkpoint
 from damp.config import config_from_dict, resolve_corruptions
 from damp.corruptions import GROUPS, SEVERITIES
 from damp.corruptions.assets import FrostUnavailable, find_frost_dir
-from damp.corruptions.dataset import CHUNK, released_corruptions, corrupted_chunks
+from damp.corruptions.dataset import CHUNK, released_corruptions
 from damp.data.build import build_data
-from damp.metrics import UNITS, aggregate, classification_metrics
+from damp.metrics import UNITS, aggregate
 from damp.models import model_for
 from damp.pixels import to_unit_float
-from damp.variants import check_c_dir, check_variants, evaluate_c_dir, predict, tensor_batches, variant_results
+from damp.streaming import (check_c_dir, chunk_metrics, evaluate_c_dir, fgsm_error, stream_metrics,
+                            tensor_batches)
+from damp.variants import check_variants, variant_results
 
 
 def evaluate(model: nn.Module, bundle, cfg, *, variants: dict[str, str] | None = None,
@@ -38,7 +40,7 @@ def evaluate(model: nn.Module, bundle, cfg, *, variants: dict[str, str] | None =
     e = cfg.eval
     x, y = next(iter(bundle.test))
     check_model(model, to_unit_float(x), y, bundle.num_classes)
-    results: dict = {"clean": classification_metrics(*predict(model, bundle.test)), "corruptions": {},
+    results: dict = {"clean": stream_metrics(model, bundle.test), "corruptions": {},
                      "summary": {}, "fgsm": [], "variants": {},
                      "meta": {"units": UNITS, "dataset": cfg.data.name, "model": cfg.model.name,
                               "method": cfg.method.name, **(meta or {})}}
@@ -100,7 +102,7 @@ def evaluate_clean(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    ) -> dict[str, float]:
     """Metrics on clean images (uint8 or float [0, 1], (N, C, H, W)) on the model's device."""
     device = next(model.parameters()).device
-    return classification_metrics(*predict(model, tensor_batches(images, labels, batch_size, device)))
+    return stream_metrics(model, tensor_batches(images, labels, batch_size, device))
 
 
 def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
@@ -109,25 +111,17 @@ def evaluate_corruptions(model: nn.Module, images: torch.Tensor, labels: torch.T
                          ) -> dict[str, dict[str, dict[str, float]]]:
     """Corrupt the clean test set on the fly (seeded, batched on the model's device) and evaluate.
 
-    Uses :func:`damp.corruptions.dataset.corrupted_chunks`, so the images are the ones
-    ``damp corrupt`` writes with the same seed (up to the uint8 truncation of the files).
+    Streams chunk by chunk (:func:`damp.streaming.chunk_metrics`), so the images are the ones
+    ``damp corrupt`` writes with the same seed (up to the uint8 truncation of the files), and the
+    numbers equal ``damp.benchmark``'s. ``progress`` is called with the images done after each chunk.
 
     Returns:
         ``{name: {str(severity): {"error", "nll", "ece"}}}``.
     """
     device = next(model.parameters()).device
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for name in names:
-        results[name] = {}
-        for severity in severities:
-            chunks = corrupted_chunks(images, name, severity, seed=seed, device=device, preset=preset,
-                                      frost_dir=frost_dir)
-            batches = ((to_unit_float(x),
-                        labels[i * CHUNK:i * CHUNK + len(x)].to(device)) for i, x in enumerate(chunks))
-            results[name][str(severity)] = classification_metrics(*predict(model, batches))
-            if progress is not None:
-                progress(name, severity)
-    return results
+    chunks = ((images[i:i + CHUNK].to(device), labels[i:i + CHUNK].to(device)) for i in range(0, len(labels), CHUNK))
+    return chunk_metrics(model, chunks, names, severities, seed=seed, preset=preset, frost_dir=frost_dir,
+                         clean=False, progress=progress).corruptions()
 
 
 def runnable_corruptions(names: Sequence[str], frost_dir: str | None = None) -> tuple[list[str], dict[str, str]]:
@@ -169,38 +163,6 @@ def corruption_results(model: nn.Module, bundle, cfg, names: Sequence[str], seve
     if unavailable:
         meta["unavailable_corruptions"] = unavailable
     return corrupted, meta
-
-
-def fgsm_error(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epsilons: Sequence[float]
-               ) -> list[dict[str, float]]:
-    """Top-1 error (%) under one-step FGSM for each epsilon (paper Tables 1-3: eps = 2/224).
-
-    One signed-gradient step of the summed cross-entropy on the true labels, in [0, 1] pixel space
-    (normalisation is inside the model, and its positive std keeps the gradient's sign), clipped to
-    [0, 1], model in eval mode. All epsilons share one gradient per batch.
-    """
-    wrong = torch.zeros(len(epsilons))
-    total = 0
-    for x, y in batches:
-        wrong += fgsm_wrong(model, x, y, epsilons)
-        total += len(y)
-    return [{"eps": float(eps), "error": 100.0 * float(w) / max(total, 1)} for eps, w in zip(epsilons, wrong)]
-
-
-def fgsm_wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons: Sequence[float]) -> torch.Tensor:
-    """(len(epsilons),) CPU counts of the images in the batch (x (B, C, H, W) in [0, 1], y (B,)) that
-    FGSM at each epsilon makes ``model`` (put in eval mode for the call) misclassify."""
-    was_training = model.training
-    model.eval()
-    try:
-        x = x.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(x).float(), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-        with torch.no_grad():
-            return torch.stack([(model((x + eps * grad.sign()).clamp_(0, 1)).argmax(-1) != y).sum().cpu()
-                                for eps in epsilons]).float() if epsilons else torch.zeros(0)
-    finally:
-        model.train(was_training)
 
 
 def _check_on_the_fly(cfg, names: Sequence[str]) -> None:

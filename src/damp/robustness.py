@@ -25,13 +25,13 @@ from damp.corruptions import PRESETS
 from damp.corruptions._common import default_preset
 from damp.corruptions.dataset import CHUNK, corrupt_chunk
 from damp.data.build import build_data
-from damp.evaluate import (check_evaluation_inputs, check_labels, check_model, evaluate, fgsm_wrong,
-                           runnable_corruptions)
-from damp.metrics import UNITS, MetricSums, aggregate
+from damp.evaluate import check_evaluation_inputs, check_labels, check_model, evaluate, runnable_corruptions
+from damp.metrics import UNITS, aggregate
 from damp.models import Normalized, model_for
 from damp.models.user import load_weights
 from damp.pixels import to_unit_float
 from damp.corruptions import SEVERITIES
+from damp.streaming import chunk_metrics, fgsm_results
 
 # The dataset whose aggregates (heatmap columns, mCE) a preset's results follow.
 PRESET_DATASETS = {"cifar": "cifar10", "tiny": "tiny_imagenet", "imagenet": "imagenet"}
@@ -82,46 +82,31 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
     names, unavailable = _corruptions_to_run(corruptions, frost_dir)
     aggregate({}, dataset or "cifar10", mce_baseline)  # an unknown baseline fails now, not after the evaluation
     device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    clean = MetricSums()
-    corrupted = {(name, s): MetricSums() for name in names for s in severities}
-    wrong, done, chosen, classes = torch.zeros(len(fgsm)), 0, preset, 0
-    try:
-        for index, (x, y) in enumerate(_chunks(images, labels)):
-            x, y = x.to(device), y.to(device)
-            if index == 0:
-                chosen = _check_preset(preset, x)
-                classes = check_model(model, to_unit_float(x), y)  # before any long work (labels too)
-            else:
-                check_labels(y, classes)
-            _update(clean, model, to_unit_float(x), y, batch_size)
-            for (name, severity), sums in corrupted.items():
-                xc = corrupt_chunk(x, name, severity, index, seed=seed, preset=chosen, frost_dir=frost_dir)
-                _update(sums, model, to_unit_float(xc), y, batch_size)
-            if fgsm:
-                for start in range(0, len(y), batch_size):
-                    wrong += fgsm_wrong(model, to_unit_float(x[start:start + batch_size]), y[start:start + batch_size],
-                                        fgsm)
-            done += len(y)
-            if progress is not None:
-                progress(done)
-    finally:
-        model.train(was_training)
-    if done == 0:
+    chunks = ((x.to(device), y.to(device)) for x, y in _chunks(images, labels))
+    first = next(chunks, None)
+    if first is None:
         raise ValueError("images: no images to evaluate")
-    results_c: dict = {}
-    for (name, severity), sums in corrupted.items():
-        results_c.setdefault(name, {})[str(severity)] = sums.result()
+    chosen = _check_preset(preset, first[0])
+    classes = check_model(model, to_unit_float(first[0]), first[1])  # before any long work (labels too)
+
+    def checked() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield first
+        for x, y in chunks:
+            check_labels(y, classes)
+            yield x, y
+
+    sums = chunk_metrics(model, checked(), names, severities, seed=seed, preset=chosen, frost_dir=frost_dir,
+                         fgsm=fgsm, batch_size=batch_size, progress=progress)
+    corrupted = sums.corruptions()
     dataset = dataset or PRESET_DATASETS[chosen]
-    meta = {"units": UNITS, "dataset": dataset, "model": type(model).__name__, "method": None, "images": done,
-            "preset": chosen, "corruption_source": f"generated on the fly (damp.corruptions, seed {seed})",
-            "damp_version": __version__}
+    meta = {"units": UNITS, "dataset": dataset, "model": type(model).__name__, "method": None,
+            "images": sums.images, "preset": chosen,
+            "corruption_source": f"generated on the fly (damp.corruptions, seed {seed})", "damp_version": __version__}
     if unavailable:
         meta["unavailable_corruptions"] = unavailable
-    return {"clean": clean.result(), "corruptions": results_c, "summary": aggregate(results_c, dataset, mce_baseline),
-            "fgsm": [{"eps": float(e), "error": 100.0 * float(w) / done} for e, w in zip(fgsm, wrong)],
-            "variants": {}, "meta": meta}
+    return {"clean": sums.clean.result(), "corruptions": corrupted,
+            "summary": aggregate(corrupted, dataset, mce_baseline),
+            "fgsm": fgsm_results(sums.wrong, fgsm, sums.images), "variants": {}, "meta": meta}
 
 
 def _as_ints(values, name: str) -> list[int]:
@@ -147,12 +132,6 @@ def _corruptions_to_run(corruptions: str | Sequence[str], frost_dir: str | None)
 def _model_device(model: nn.Module) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _update(sums: MetricSums, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
-    with torch.no_grad():
-        for start in range(0, len(y), batch_size):
-            sums.update(model(x[start:start + batch_size]), y[start:start + batch_size])
 
 
 def _check_preset(preset: str | None, x: torch.Tensor) -> str:

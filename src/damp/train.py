@@ -36,13 +36,13 @@ from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
 from damp.evaluate import check_evaluation_inputs, corruption_results, evaluate
 from damp.locks import has_content, lock_on_main
-from damp.metrics import aggregate, classification_metrics
+from damp.metrics import aggregate
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
 from damp.outputs import RunOutputs
 from damp.preemption import StopSignals, stop_signals
 from damp.runtime import autocast_dtype, resolve_device
-from damp.variants import predict
+from damp.streaming import stream_metrics
 
 # Config keys (and sections) that must match for --resume: a checkpoint of another model, method
 # or dataset is refused. The method's hyperparameters may change (e.g. a smaller method.std after a
@@ -300,7 +300,7 @@ def validate(run: Run) -> dict:
     if is_main():
         dtype = next(run.model.parameters()).dtype  # float64 under trainer.precision=fp64
         batches = ((x.to(dtype), y) for x, y in (run.bundle.holdout or run.bundle.test))
-        metrics = classification_metrics(*predict(run.model, batches))
+        metrics = stream_metrics(run.model, batches)
         row.update(val_error=metrics["error"], val_nll=metrics["nll"])
     barrier()
     return row
@@ -335,7 +335,7 @@ def evaluate_and_write(run: Run) -> dict:
     # Evaluation runs in float32 whatever the training precision.
     results = evaluate(run.model.float(), run.bundle, run.cfg)
     if run.bundle.holdout is not None:  # the tuning split, next to the test metrics (paper §4: 10 % hold-out)
-        results["holdout"] = classification_metrics(*predict(run.model, run.bundle.holdout))
+        results["holdout"] = stream_metrics(run.model, run.bundle.holdout)
     held_names = resolve_corruptions(run.cfg.eval.holdout_corruptions)
     if held_names and run.bundle.holdout is not None:  # numbers to tune on that never touch the test set
         held = run.bundle.holdout
@@ -343,7 +343,7 @@ def evaluate_and_write(run: Run) -> dict:
                                           run.cfg, held_names, run.cfg.eval.severities, seed=run.cfg.eval.seed)
         results["holdout_corruptions"] = aggregate(corrupted, run.cfg.data.name, "hendrycks")
     if run.cfg.eval.train_metrics:  # the fit: train error next to hold-out and test error
-        results["train"] = classification_metrics(*predict(run.model, run.bundle.train_plain))
+        results["train"] = stream_metrics(run.model, run.bundle.train_plain)
     results["meta"].update({"run": str(run.out), "method": run.cfg.method.name, "steps": run.step,
                             "world_size": run.world, "train_seconds": round(run.train_seconds, 2),
                             "damp_version": __version__,

@@ -9,19 +9,16 @@ classes to ImageNet-1k ids.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from damp.corruptions import SEVERITIES
-from damp.corruptions.dataset import read_array_c, read_folder_c
-from damp.data.folders import load_rgb, scan_class_folders, to_tensor_u8
-from damp.data.pil_augment import center_crop_eval
-from damp.metrics import classification_metrics, summarize
-from damp.pixels import to_unit_float
+from damp.data.folders import scan_class_folders
+from damp.metrics import summarize
+from damp.streaming import check_c_dir, evaluate_c_dir, folder_batches
 
 
 @dataclass(frozen=True)
@@ -45,60 +42,6 @@ IMAGENET_C_BAR = ("blue_noise_sample", "brownish_noise", "caustic_refraction", "
                   "single_frequency_greyscale", "sparkles")
 
 
-def folder_batches(samples, batch_size: int, device: torch.device, size: int | None = None,
-                   transform: str = "native"):
-    """Batches of decoded folder images: "native" (as stored, resized only if sizes differ from
-    ``size``), "center" (clean-eval 224/256 centre crop) or "resize256" (256x256 then centre 224)."""
-
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        images = []
-        for path, _ in chunk:
-            im = load_rgb(path)
-            if transform == "center":
-                im = center_crop_eval(im, size or 224)
-            elif transform == "resize256":  # IN-A / Sketch: bicubic 256x256 (aspect not kept), centre 224
-                im = im.resize((256, 256), 3).crop((16, 16, 240, 240))
-            elif size is not None and im.size != (size, size):
-                im = im.resize((size, size), 3)
-            images.append(to_tensor_u8(im))
-        x = to_unit_float(torch.stack(images).to(device))
-        yield x, torch.tensor([label for _, label in chunk], device=device)
-
-
-def evaluate_c_dir(model: nn.Module, c_dir: str, names: Sequence[str], severities: Sequence[int], *,
-                   batch_size: int = 250, classes: list[str] | None = None, progress=None,
-                   transform: str = "native", size: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """Evaluate on released -C files: CIFAR-10/100-C `.npy` or -C folders.
-
-    Folder images go through :func:`folder_batches` with ``transform``: "native" for Tiny-ImageNet-C /
-    ImageNet-C (as stored, no crop, as the official DAMP code; resized only if not ``size``), "center"
-    (the clean-eval crop, as the official code decodes it) for ImageNet-C-bar (paper Table 1, IN-C-bar).
-    """
-
-    device = next(model.parameters()).device
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for name in names:
-        results[name] = {}
-        for severity in severities:
-            if (Path(c_dir) / f"{name}.npy").is_file():
-                images, labels = read_array_c(c_dir, name, severity)
-                batches = tensor_batches(images, labels, batch_size, device)
-            else:
-                samples, _ = read_folder_c(c_dir, name, severity, classes)
-                batches = folder_batches(samples, batch_size, device, size, transform)
-            results[name][str(severity)] = classification_metrics(*predict(model, batches))
-            if progress is not None:
-                progress(name, severity)
-    return results
-
-
-def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device):
-    for i in range(0, len(labels), batch_size):
-        x = images[i:i + batch_size].to(device)
-        yield to_unit_float(x), labels[i:i + batch_size].to(device)
-
-
 def evaluate_variant(model: nn.Module, root: str, classes: list[str], *, transform: str, mask: bool = False,
                      mapping: dict[str, list[int]] | None = None, batch_size: int = 100, size: int = 224
                      ) -> dict[str, float]:
@@ -118,38 +61,30 @@ def evaluate_variant(model: nn.Module, root: str, classes: list[str], *, transfo
         samples, _ = scan_class_folders(root, classes)
     else:
         samples, _ = scan_class_folders(root, present)
-    logits, labels = predict(model, folder_batches(samples, batch_size, device, size, transform))
+    penalty = None  # ImageNet-A: -inf on the logits of the classes absent from the folder
     if mask:
-        allowed = torch.tensor([classes.index(c) for c in present], device=logits.device)
-        keep = torch.full_like(logits, float("-inf"))
-        keep[:, allowed] = 0
-        logits = logits + keep
-    prediction = logits.argmax(-1)
+        penalty = torch.full((len(classes),), float("-inf"), device=device)
+        penalty[[classes.index(c) for c in present]] = 0
+    table = None  # ImageNet-D: folder class -> up to 3 ImageNet-1k ids (-1 pads)
     if mapping is not None:
-        table = torch.full((len(present), 3), -1, dtype=torch.long, device=logits.device)
+        table = torch.full((len(present), 3), -1, dtype=torch.long, device=device)
         for i, c in enumerate(present):
             ids = [int(v) for v in mapping[c] if int(v) >= 0][:3]
             table[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        correct = (table[labels] == prediction[:, None]).any(1)
-    else:
-        correct = prediction == labels
-    return {"error": 100.0 * (1 - correct.float().mean().item()), "images": len(labels)}
-
-
-@torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenated (logits, labels) of ``model`` in eval mode over an iterable of (x, y) batches."""
+    correct, images = torch.zeros((), device=device), 0
     was_training = model.training
     model.eval()
     try:
-        outs, ys = [], []
-        for x, y in batches:
-            outs.append(model(x).float())
-            ys.append(y)
-        return torch.cat(outs), torch.cat(ys)
+        with torch.no_grad():
+            for x, labels in folder_batches(samples, batch_size, device, size, transform):
+                logits = model(x).float()
+                prediction = (logits if penalty is None else logits + penalty).argmax(-1)
+                hits = (table[labels] == prediction[:, None]).any(1) if table is not None else prediction == labels
+                correct += hits.sum()
+                images += len(labels)
     finally:
         model.train(was_training)
+    return {"error": 100.0 * (1 - float(correct) / max(images, 1)), "images": images}
 
 
 def variant_results(model: nn.Module, classes: list[str], image_size: int, variants: dict[str, str],
@@ -167,33 +102,6 @@ def variant_results(model: nn.Module, classes: list[str], image_size: int, varia
         out[variant.key] = evaluate_variant(model, root, classes, transform=variant.transform, mask=variant.mask,
                                             mapping=mapping, size=image_size)
     return out
-
-
-def _c_dir_severities(root: Path, name: str) -> list[int]:
-    """Severities stored for ``name`` in a -C directory (either layout); [] if it is absent."""
-    if (root / f"{name}.npy").is_file():
-        if not (root / "labels.npy").is_file():
-            return []
-        meta = root / "meta.json"
-        try:
-            return list(json.loads(meta.read_text())["severities"]) if meta.is_file() else list(SEVERITIES)
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{meta}: not a damp meta.json (no severities list)") from None
-    folder = root / name
-    return [s for s in SEVERITIES if (folder / str(s)).is_dir()] if folder.is_dir() else []
-
-
-def check_c_dir(c_dir: str, names: Sequence[str], severities: Sequence[int], what: str = "eval.c_dir") -> None:
-    """Raise FileNotFoundError unless ``c_dir`` holds every (corruption, severity) asked for."""
-    root = Path(c_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{what}: {root} is not a directory")
-    missing = [f"{n}/{s}" for n in names for s in severities if s not in _c_dir_severities(root, n)]
-    if missing:
-        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-        raise FileNotFoundError(f"{what}: {root} lacks {len(missing)} of the {len(names) * len(severities)} "
-                                f"requested corruption/severity sets ({shown}); narrow the corruptions or "
-                                "severities, or complete the folder")
 
 
 def check_variants(dataset: str, severities: Sequence[int], variants: dict[str, str],
