@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "their corruption robustness (CPU, a few minutes)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--methods", default="all",
-                      help="comma-separated: sgd,dropout,damp,daap,sam,asam, or 'all' (default)")
+                      help="comma-separated methods with a digits preset (configs/digits_small_cnn), or "
+                           "'all' (default): sgd,dropout,damp,daap,sam,asam")
     demo.add_argument("--epochs", type=_positive_int, default=20, help="training epochs per method (default: 20)")
     demo.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise (default: 0)")
     demo.add_argument("--corruptions", default="all", help="comma-separated corruption names, or 'all' (default)")
