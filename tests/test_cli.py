@@ -63,3 +63,20 @@ def test_demo_refuses_a_foreign_nonempty_directory(tmp_path):
 def test_bad_argument_values_exit_nonzero():
     assert run_cli("demo", "--severities", "6").returncode == 2
     assert run_cli("demo", "--epochs", "0").returncode == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["evaluate"], "one of the arguments target --model is required"),
+    (["evaluate", "runs/x", "--model", "m:f"], "not allowed with argument target"),
+    (["evaluate", "runs/x", "--weights", "w.pt", "--data", "digits"], "--weights, --data: only with --model"),
+    (["evaluate", "--model", "m:f", "--data", "digits", "--imagenet-a", "a"], "--imagenet-a: not with --model"),
+    (["bench", "--out", "b.json", "--images", "40"], "--images: only with --model"),
+    (["demo", "--severities", "6"], "--severities"),
+    (["train"], "required: --out"),
+])
+def test_modes_and_argparse_errors_are_one_line(args, message):
+    """A flag outside its mode (argument groups "with --model" / "not with --model") and argparse's own
+    errors: one stderr line, exit 2, before any work."""
+    done = run_cli(*args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().count("\n") == 0 and message in done.stderr, done.stderr

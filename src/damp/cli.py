@@ -193,17 +193,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(group: argparse._ArgumentGroup | None, args: argparse.Namespace) -> list[str]:
+    """The flags of an argument group given on the command line (a value other than its default)."""
+    actions = group._group_actions if group is not None else []
+    return [a.option_strings[0] for a in actions if getattr(args, a.dest) != a.default]
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """One line for a flag outside its mode: the parser's "with --model" group without --model, or
+    its "not with --model" group with it (groups declared next to the flags in build_parser)."""
+    if args.model is None and (given := _given(getattr(args, "only_with_model", None), args)):
+        raise ValueError(f"{', '.join(given)}: only with --model ({args.only_with_model.description})")
+    if args.model is not None and (given := _given(getattr(args, "not_with_model", None), args)):
+        raise ValueError(f"{', '.join(given)}: not with --model ({args.not_with_model.description})")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from damp.locks import exclusive_directory
 
     _check_device(args.device, "--device")
+    _check_mode(args)
     if args.model is not None:
         return _evaluate_factory_model(args)
-    if args.target is None:
-        raise ValueError("give a run directory or checkpoint, or --model MODULE:FACTORY --data NAME")
-    for flag, value in (("--weights", args.weights), ("--data", args.data), ("--set", args.set)):
-        if value:
-            raise ValueError(f"{flag} goes with --model (a run directory knows its model and data)")
     target = Path(args.target)
     out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "evaluation.json"
     with exclusive_directory(out.parent):
@@ -242,8 +253,6 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
 
     from damp.locks import exclusive_directory
 
-    if args.target is not None:
-        raise ValueError("--model evaluates a model by its factory: give no run directory with it")
     if args.data is None:
         raise ValueError("--model needs --data NAME (the dataset whose test split to evaluate on)")
     from damp.models.user import import_factory
@@ -256,10 +265,6 @@ def _evaluate_factory_model(args: argparse.Namespace) -> int:
     for item in args.set or []:
         if item.split("=", 1)[0].strip() in ("model.name", "data.name"):
             raise ValueError(f"--set {item}: use --model / --data for the model and the dataset")
-    variant_flags = [f"--imagenet-{k}" for k in ("a", "sketch", "drawing", "cartoon", "d", "c-bar", "d-map")
-                     if getattr(args, f"imagenet_{k.replace('-', '_')}")]
-    if variant_flags:
-        raise ValueError(f"{', '.join(variant_flags)}: the ImageNet variants are evaluated for runs, not with --model")
     out = Path(args.out or "evaluation.json")
     with exclusive_directory(out.parent):
         _refuse_existing(out, args.overwrite)
@@ -394,14 +399,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _check_device(args.device, "--device")
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
+    _check_mode(args)
     if args.model is not None:
         return _bench_model(args, out)
-    only_with_model = {"--image-size": 32, "--channels": 3, "--classes": 10, "--images": 500, "--corruptions": "all",
-                       "--frost-dir": None}
-    given = [flag for flag, default in only_with_model.items()
-             if getattr(args, flag[2:].replace("-", "_")) != default]
-    if given:
-        raise ValueError(f"{', '.join(given)}: only with --model (the default bench measures fixed setups)")
     results = run_bench(args.device, args.quick, progress=lambda msg: print(f"measuring {msg} ...", file=sys.stderr))
     _write_output(out, json.dumps(results, indent=2))
     for name, row in results["models"].items():
@@ -424,8 +424,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors as one stderr line (the usage is one --help away), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="damp", description="DAMP and corruption-robustness tools for PyTorch.")
+    parser = OneLineParser(prog="damp", description="DAMP and corruption-robustness tools for PyTorch.")
     parser.add_argument("--version", action="version", version=f"damp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -484,16 +491,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run, or any model by its factory: clean, corruptions, "
                                          "FGSM, ImageNet variants")
-    ev.add_argument("target", nargs="?", help="run directory (uses last.pt) or checkpoint file")
-    ev.add_argument("--model", metavar="MODULE:FACTORY", help="instead of a run: a model damp did not train, built "
-                    "as factory(num_classes=..., in_channels=...); takes [0, 1] pixels "
-                    "(else --set model.normalize=true)")
-    ev.add_argument("--weights", metavar="FILE", help="with --model: a state dict, or a checkpoint with a 'model' or "
-                    "'state_dict' key (DDP 'module.' and torch.compile '_orig_mod.' prefixes are stripped)")
-    ev.add_argument("--data", metavar="NAME", help="with --model: the dataset to test on (digits, fashion_mnist, "
-                    "cifar10, cifar100, tiny_imagenet, imagenet)")
-    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --model: config override, e.g. "
-                    "--set model.kwargs.depth=2 --set model.normalize=true (repeatable)")
+    what = ev.add_mutually_exclusive_group(required=True)
+    what.add_argument("target", nargs="?", help="run directory (uses last.pt) or checkpoint file")
+    what.add_argument("--model", metavar="MODULE:FACTORY", help="instead of a run: a model damp did not train, "
+                      "built as factory(num_classes=..., in_channels=...); takes [0, 1] pixels "
+                      "(else --set model.normalize=true)")
+    model = ev.add_argument_group("with --model (a model damp did not train)",
+                                  "a run directory knows its model and data")
+    model.add_argument("--weights", metavar="FILE", help="a state dict, or a checkpoint with a 'model' or "
+                       "'state_dict' key (DDP 'module.' and torch.compile '_orig_mod.' prefixes are stripped)")
+    model.add_argument("--data", metavar="NAME", help="the dataset to test on (digits, fashion_mnist, cifar10, "
+                       "cifar100, tiny_imagenet, imagenet)")
+    model.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. "
+                       "--set model.kwargs.depth=2 --set model.normalize=true (repeatable)")
     ev.add_argument("--corruptions", help="all, common, extra, none or comma-separated names (default: the run's; "
                     "with --model: all)")
     ev.add_argument("--severities", type=_severities, help="comma-separated 1-5 (default: the run's; with --model: "
@@ -505,16 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ev.add_argument("--data-root", help="where the run's dataset lives now (overrides the saved data.root)")
     ev.add_argument("--frost-dir", help="folder with the frost textures")
+    variants = ev.add_argument_group("ImageNet variants",
+                                     "the ImageNet variants are evaluated for runs trained on ImageNet")
     for key in ("a", "sketch", "drawing", "cartoon", "d", "c-bar"):
-        ev.add_argument(f"--imagenet-{key}", metavar="DIR", help=f"ImageNet-{key.upper() if len(key) == 1 else key} folder")
-    ev.add_argument("--imagenet-d-map", help="ImageNet-D class -> ImageNet-1k ids (json)")
+        variants.add_argument(f"--imagenet-{key}", metavar="DIR",
+                              help=f"ImageNet-{key.upper() if len(key) == 1 else key} folder")
+    variants.add_argument("--imagenet-d-map", help="ImageNet-D class -> ImageNet-1k ids (json)")
     ev.add_argument("--mce-baseline", choices=["hendrycks", "robustbench-5k"], default="hendrycks",
                     help="AlexNet errors that normalise the ImageNet-C mCE: Hendrycks & Dietterich's (default, "
                          "full sets) or RobustBench's 5000-image-subset row (key mCE_alexnet_robustbench_5k)")
     ev.add_argument("--out", help="output JSON (default: RUN_DIR/evaluation.json; with --model ./evaluation.json)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.set_defaults(func=cmd_evaluate)
+    ev.set_defaults(func=cmd_evaluate, only_with_model=model, not_with_model=variants)
 
     rep = sub.add_parser("report", help="compare runs: Markdown table, error-vs-severity curves, heatmaps")
     rep.add_argument("runs", nargs="+", help="run directories (results.json or evaluation.json) and/or `damp sweep` "
@@ -537,13 +550,15 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     be.add_argument("--model", metavar="MODULE:FACTORY", help="instead: the corruption benchmark's throughput "
                     "(images x variants / s) and generation / inference time for this model")
-    be.add_argument("--image-size", type=_positive_int, default=32, help="with --model: image side (default: 32)")
-    be.add_argument("--channels", type=int, choices=[1, 3], default=3, help="with --model: 1 or 3 (default: 3)")
-    be.add_argument("--classes", type=_positive_int, default=10, help="with --model: classes (default: 10)")
-    be.add_argument("--images", type=_positive_int, default=500, help="with --model: images (default: 500)")
-    be.add_argument("--corruptions", default="all", help="with --model: corruptions (default: all)")
-    be.add_argument("--frost-dir", help="with --model: folder with the frost textures")
-    be.set_defaults(func=cmd_bench)
+    model = be.add_argument_group("with --model (the benchmark's speed for a model, on random images)",
+                                  "the default bench measures fixed setups")
+    model.add_argument("--image-size", type=_positive_int, default=32, help="image side (default: 32)")
+    model.add_argument("--channels", type=int, choices=[1, 3], default=3, help="1 or 3 (default: 3)")
+    model.add_argument("--classes", type=_positive_int, default=10, help="classes (default: 10)")
+    model.add_argument("--images", type=_positive_int, default=500, help="images (default: 500)")
+    model.add_argument("--corruptions", default="all", help="corruptions (default: all)")
+    model.add_argument("--frost-dir", help="folder with the frost textures")
+    be.set_defaults(func=cmd_bench, only_with_model=model)
 
     pr = sub.add_parser("probe", help="Theorem 1's multiplicative perturbation of each corruption: the ratio of "
                                       "corrupted to clean layer inputs of a trained run, next to its sigma")
