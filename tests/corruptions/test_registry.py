@@ -105,3 +105,15 @@ def test_cuda_matches_shape_and_device(name):
     x = smooth_images(2, 32).cuda()
     y = corruptions.corrupt(x, name, 3, generator=torch.Generator(device="cuda").manual_seed(0))
     assert y.device == x.device and y.shape == x.shape
+
+
+def test_a_named_frost_folder_is_the_only_one_looked_in(tmp_path, monkeypatch, frost_textures_dir):
+    from damp.corruptions.assets import FrostUnavailable, find_frost_dir
+
+    monkeypatch.setenv("DAMP_FROST_DIR", str(frost_textures_dir))
+    assert find_frost_dir() == frost_textures_dir  # no folder named: the environment's
+    with pytest.raises(FrostUnavailable, match=str(tmp_path)) as raised:
+        find_frost_dir(tmp_path)  # named but empty: an error, not the environment's copy
+    assert str(frost_textures_dir) not in str(raised.value)
+    monkeypatch.delenv("DAMP_FROST_DIR")
+    assert find_frost_dir(frost_textures_dir) == frost_textures_dir

@@ -1,7 +1,8 @@
 """Frost textures: found in a user directory or the installed `imagecorruptions` package data.
 
 The six textures (frost1-3.png, frost4-6.jpg of hendrycks/robustness; docs/corruptions.md) are not
-shipped with damp. Lookup order: the ``directory`` argument, then ``$DAMP_FROST_DIR``, then the
+shipped with damp. A ``directory`` argument is the only place looked in: a folder the user names is
+used or reported, never silently replaced by another. Without one: ``$DAMP_FROST_DIR``, then the
 ``frost/`` folder of an installed ``imagecorruptions`` package, located with importlib without
 importing it (its import breaks on NumPy 2).
 """
@@ -33,11 +34,11 @@ def _package_frost_dir() -> Path | None:
 
 
 def find_frost_dir(directory: str | os.PathLike | None = None) -> Path:
-    """The first directory holding all six frost textures, or ``FrostUnavailable`` saying how to get them."""
-    candidates = [Path(p) for p in (directory, os.environ.get(ENV_VAR)) if p]
-    package = _package_frost_dir()
-    if package is not None:
-        candidates.append(package)
+    """``directory`` if given, else the first default holding all six textures; ``FrostUnavailable`` otherwise."""
+    if directory:
+        candidates = [Path(directory)]
+    else:
+        candidates = [Path(p) for p in (os.environ.get(ENV_VAR), _package_frost_dir()) if p]
     for candidate in candidates:
         if all((candidate / f).is_file() for f in FROST_FILES):
             return candidate
