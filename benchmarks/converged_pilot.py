@@ -111,7 +111,8 @@ def main() -> None:
         lines.append(f"| {size} | {v['train_error']:.2f} | {v['holdout_error']:.2f} | {v['gap']:.2f} | "
                      f"{v['test_error']:.2f} | {v['min_holdout_nll']:.3f} ({v['min_holdout_nll_epoch']}) → "
                      f"{v['final_holdout_nll']:.3f} | {v['train_seconds']:.0f} | "
-                     f"{'yes' if v['accepted'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)} |")
+                     f"{'yes' if v['accepted'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}"
+                     " |")
     lines += ["", f"Chosen: {chosen if chosen else 'none (no candidate reaches the regime)'}.", "",
               f"![SGD hold-out curves]({name}.png)", ""]
     write_text(results_dir / f"{name}.md", "\n".join(lines))

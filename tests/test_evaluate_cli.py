@@ -49,8 +49,8 @@ def test_results_schema_and_sources_agree(runs, tmp_path):
     assert set(fly["summary"]["severity_error"]) == {"1", "2", "3", "4", "5"}
     assert fly["fgsm"][0]["eps"] == 0.01 and 0 <= fly["fgsm"][0]["error"] <= 100
     assert "on the fly" in fly["meta"]["corruption_source"]
-    assert main(["corrupt", "--data", "digits", "--out", str(tmp_path / "c"), "--corruptions", "gaussian_noise,pixelate",
-                 "--quiet"]) == 0
+    assert main(["corrupt", "--data", "digits", "--out", str(tmp_path / "c"),
+                 "--corruptions", "gaussian_noise,pixelate", "--quiet"]) == 0
     files = evaluate_saved_run(str(run), corruptions="gaussian_noise,pixelate", severities=[1, 2, 3, 4, 5],
                                c_dir=str(tmp_path / "c"))
     # Same images: identical predictions; metrics agree up to float summation order.

@@ -139,7 +139,8 @@ def test_a_time_budget_stops_between_runs_and_resume_continues(tmp_path, capsys)
     assert main(args) == 75  # every call trains one run before the budget can stop it
     err = capsys.readouterr().err
     assert "stopped at the time budget before std=0.2__seed=0 (1 runs trained" in err
-    assert "resume with: damp sweep" in err and err.strip().endswith("--resume") and (tmp_path / "s" / "std=0.1__seed=0" / "results.json").is_file()
+    assert "resume with: damp sweep" in err and err.strip().endswith("--resume")
+    assert (tmp_path / "s" / "std=0.1__seed=0" / "results.json").is_file()
     assert main([*args, "--resume"]) == 0  # the second call trains the last run and writes the summary
     assert (tmp_path / "s" / "summary.json").is_file()
 

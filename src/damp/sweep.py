@@ -167,7 +167,8 @@ def _edge_extension(grid: dict[str, list[str]], selection: dict) -> tuple[str, s
     for method, chosen in selection.items():
         value = float(chosen["point"][key])
         if value == numbers[-1]:
-            return key, f"{value * value / numbers[-2]:.6g}", f"{method} selected {chosen['point'][key]}, the upper edge"
+            edge = f"{method} selected {chosen['point'][key]}, the upper edge"
+            return key, f"{value * value / numbers[-2]:.6g}", edge
         if value == numbers[0]:
             return key, f"{value * value / numbers[1]:.6g}", f"{method} selected {chosen['point'][key]}, the lower edge"
     return None

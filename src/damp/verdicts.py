@@ -34,7 +34,8 @@ def claim_lower_without_losing_clean(damp: list[Run], other: list[Run], other_na
         verdict = "partly reproduced"
     else:
         verdict = "not reproduced"
-    cells = "; ".join(f"severity {s}: {interval_cell(d)} (Holm p {p:.3g})" for s, d, p in zip(severities, per, adjusted))
+    cells = "; ".join(f"severity {s}: {interval_cell(d)} (Holm p {p:.3g})"
+                      for s, d, p in zip(severities, per, adjusted))
     text = (f"DAMP − {other_name}, paired over {clean.n} seeds, in pt: {cells}. Clean: {interval_cell(clean)}, "
             f"{'equivalent' if equal.equivalent else 'equivalence not shown'} within ±{EQUIVALENCE_MARGIN:g} pt "
             f"(TOST 90 % interval [{equal.low:+.2f}, {equal.high:+.2f}]). DAMP is lower at {sum(lower)} of "
@@ -54,7 +55,8 @@ def claim_damp_dominates_daap(damp_points: list[Run], daap_points: list[Run]) ->
     damp = [p for p in map(_holdout_point, damp_points) if p is not None]
     daap = [p for p in map(_holdout_point, daap_points) if p is not None]
     if not damp or not daap:
-        return "not assessable", "no hold-out corruption errors of the DAMP and DAAP grid points (eval.holdout_corruptions)"
+        return ("not assessable",
+                "no hold-out corruption errors of the DAMP and DAAP grid points (eval.holdout_corruptions)")
     dominated = [any(c <= dc and e < de for c, e in damp) for dc, de in daap]
     verdict = "reproduced" if all(dominated) else "partly reproduced" if any(dominated) else "not reproduced"
     text = (f"On the hold-out split, {sum(dominated)} of {len(daap)} DAAP grid points are dominated by a DAMP grid "

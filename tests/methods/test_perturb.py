@@ -73,8 +73,8 @@ def test_custom_selection_is_used():
                                                                       model[1].weight.clone())))
     w0, w1 = model[0].weight.detach().clone(), model[1].weight.detach().clone()
     only_head = lambda m: [("1.weight", m[1].weight)]  # noqa: E731
-    methods.DAMP(0.5, seed=0, params=only_head, executor="loop").backward(model, torch.randn(2, 3), torch.tensor([0, 1]),
-                                                          cross_entropy)
+    head_only = methods.DAMP(0.5, seed=0, params=only_head, executor="loop")
+    head_only.backward(model, torch.randn(2, 3), torch.tensor([0, 1]), cross_entropy)
     assert torch.equal(seen[0][0], w0) and not torch.equal(seen[0][1], w1)
 
 

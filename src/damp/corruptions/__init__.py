@@ -154,5 +154,5 @@ def corrupt_half(x: torch.Tensor, name: str, severity: int, generator: torch.Gen
     return out
 
 
-__all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "SEVERITIES", "corrupt", "corrupt_half", "get",
-           "names"]
+__all__ = ["CANONICAL_NAMES", "CORRUPTIONS", "Corruption", "GROUPS", "PRESETS", "SEVERITIES", "corrupt", "corrupt_half",
+           "get", "names"]
