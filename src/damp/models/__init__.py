@@ -12,7 +12,7 @@ import torch  # noqa: F401 - the doctest above uses it
 from torch import nn
 
 from damp.models.resnet import preact_resnet18, resnet8, resnet18, resnet50
-from damp.models.small import MLP, Normalize, SmallCNN
+from damp.models.small import MLP, PixelStandardize, SmallCNN
 from damp.models.user import Normalized, build_user_model, is_factory_path
 from damp.models.vit import vit_b16, vit_s16
 
@@ -66,4 +66,4 @@ def model_for(cfg: Any, bundle: Any) -> nn.Module:
                        **extra)
 
 
-__all__ = ["MLP", "MODELS", "Normalize", "Normalized", "SmallCNN", "build_model", "model_for"]
+__all__ = ["MLP", "MODELS", "Normalized", "PixelStandardize", "SmallCNN", "build_model", "model_for"]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from damp.models.small import Normalize
+from damp.models.small import PixelStandardize
 
 
 class SamePad2d(nn.Module):
@@ -164,7 +164,7 @@ class ResNet(nn.Module):
         super().__init__()
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"Unknown stem: {stem!r} (choose 'cifar' or 'imagenet')")
-        self.normalize = Normalize(mean, std)
+        self.normalize = PixelStandardize(mean, std)
         preact = block is PreActBlock
         stride = 1 if stem == "cifar" else 2
         # The stem's padding and max-pool sit outside ``self.stem`` so its parameter names stay stem.0/stem.1.

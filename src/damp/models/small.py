@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 
-class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` inside the model, so attacks and corruptions act on [0, 1] pixels."""
+class PixelStandardize(nn.Module):
+    """The layer ``(x - mean) / std`` per channel, inside the model, so attacks and corruptions act on [0, 1]
+    pixels. ``damp.models.Normalized`` is the wrapper that puts one in front of a user's model."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -36,7 +37,7 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, dropout: float = 0.0,
                  mean: tuple[float, ...] = (0.5,), std: tuple[float, ...] = (0.5,)) -> None:
         super().__init__()
-        self.normalize = Normalize(mean * (in_channels // len(mean)), std * (in_channels // len(std)))
+        self.normalize = PixelStandardize(mean * (in_channels // len(mean)), std * (in_channels // len(std)))
         self.features = nn.Sequential(
             *_conv_bn(in_channels, width), nn.MaxPool2d(2),
             *_conv_bn(width, 2 * width), nn.MaxPool2d(2),

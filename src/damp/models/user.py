@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from damp.models.small import Normalize
+from damp.models.small import PixelStandardize
 
 
 def is_factory_path(name: str) -> bool:
@@ -87,7 +87,7 @@ class Normalized(nn.Module):
 
     def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = PixelStandardize(mean, std)
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from damp.models.small import Normalize
+from damp.models.small import PixelStandardize
 
 # JAX's truncated_normal draws from N(0, 1) cut at +-2; dividing the target std by this constant (the
 # std of that cut normal) gives the right std after truncation (Flax's lecun_normal).
@@ -89,7 +89,7 @@ class ViT(nn.Module):
                  image_size: int = 224, in_channels: int = 3, dropout: float = 0.0,
                  mean: tuple[float, ...] = (0.5,) * 3, std: tuple[float, ...] = (0.5,) * 3) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = PixelStandardize(mean, std)
         self.patchify = nn.Conv2d(in_channels, width, patch, stride=patch)
         grid = image_size // patch
         self.register_buffer("pos", sincos_2d(grid, grid, width)[None], persistent=False)
