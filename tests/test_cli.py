@@ -21,6 +21,8 @@ def test_version_and_help():
     assert done.returncode == 0 and done.stdout.strip() == f"damp {__version__}"
     help_text = run_cli("demo", "--help").stdout
     assert "--methods" in help_text and "--epochs" in help_text
+    package = subprocess.run([sys.executable, "-m", "damp", "--version"], capture_output=True, text=True, timeout=300)
+    assert package.returncode == 0 and package.stdout.strip() == f"damp {__version__}"  # python -m damp
 
 
 def test_short_demo_writes_results_and_report(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Console output helpers: the only places besides cli.py that write to the terminal."""
+"""Console output helpers: the only places besides the cli package that write to the terminal."""
 
 from __future__ import annotations
 

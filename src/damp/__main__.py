@@ -1,0 +1,5 @@
+"""``python -m damp``: the `damp` command."""
+
+from damp.cli import run
+
+run()
