@@ -359,8 +359,16 @@ def method_arguments(cfg: RunConfig) -> tuple[str, dict]:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Range checks that a type alone cannot express."""
-    d, m, o, t, e = cfg.data, cfg.method, cfg.optim, cfg.trainer, cfg.eval
+    """Range checks and cross-key rules that a type alone cannot express."""
+    _validate_ranges(cfg)
+    _validate_data(cfg.data, cfg.eval)
+    _validate_model(cfg.model)
+    _validate_method(cfg.method, cfg.data.batch_size)
+    _validate_optim_and_eval(cfg.optim, cfg.eval)
+
+
+def _validate_ranges(cfg: RunConfig) -> None:
+    d, m, o, t = cfg.data, cfg.method, cfg.optim, cfg.trainer
     for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
                        ("trainer.epochs", t.epochs), ("trainer.checkpoint_every", t.checkpoint_every),
                        ("trainer.log_every", t.log_every), ("data.image_size", d.image_size),
@@ -374,6 +382,11 @@ def validate(cfg: RunConfig) -> None:
                        ("optim.warmup_steps", o.warmup_steps), ("seed", cfg.seed),
                        ("trainer.checkpoint_minutes", t.checkpoint_minutes)):
         _positive(key, value, allow_zero=True)
+    if not 0 <= cfg.model.dropout < 1:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout!r}")
+
+
+def _validate_data(d: DataConfig, e: EvalConfig) -> None:
     if d.max_test_images and e.c_dir is not None:
         raise ConfigError("data.max_test_images: the released -C files (eval.c_dir) hold the whole test set; "
                           "set it to 0")
@@ -394,11 +407,17 @@ def validate(cfg: RunConfig) -> None:
                           f"got {d.augmix_width}, {d.augmix_depth}, {d.augmix_severity}")
     if not 0 <= d.mixup < 1:
         raise ConfigError(f"data.mixup: must be in [0, 1), got {d.mixup!r}")
-    if not 0 <= cfg.model.dropout < 1:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.model.dropout!r}")
-    _validate_model(cfg.model)
-    if d.batch_size % m.num_perturbations:
-        raise ConfigError(f"data.batch_size: {d.batch_size} is not divisible by method.num_perturbations="
+    if d.train_corruption is not None and d.train_corruption not in corruptions.CORRUPTIONS:
+        raise ConfigError(f"data.train_corruption: unknown corruption {d.train_corruption!r}"
+                          f"{_suggest(d.train_corruption, corruptions.names())}")
+    if not (d.train_corruption_severity == 0 or d.train_corruption_severity in SEVERITIES):
+        raise ConfigError(f"data.train_corruption_severity: must be 0 (random) or {SEVERITIES[0]}-{SEVERITIES[-1]}, "
+                          f"got {d.train_corruption_severity}")
+
+
+def _validate_method(m: MethodConfig, batch_size: int) -> None:
+    if batch_size % m.num_perturbations:
+        raise ConfigError(f"data.batch_size: {batch_size} is not divisible by method.num_perturbations="
                           f"{m.num_perturbations}")
     name = methods.canonical_name(m.name)  # which method takes which hyperparameter: the methods say
     for key in METHOD_HYPERPARAMETERS:
@@ -415,18 +434,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"method.batchnorm: {err}") from None
     if methods.canonical_name(m.name) == "sgd" and m.num_perturbations != 1:
         raise ConfigError(f"method.num_perturbations: {m.name} takes no sub-batches (got {m.num_perturbations})")
+
+
+def _validate_optim_and_eval(o: OptimConfig, e: EvalConfig) -> None:
     if not 0 < o.lr_ratio <= 1:
         raise ConfigError(f"optim.lr_ratio: must be in (0, 1], got {o.lr_ratio!r}")
     if not 0 <= o.decay_start < o.decay_end <= 1:
         raise ConfigError("optim.decay_start/decay_end: need 0 <= decay_start < decay_end <= 1")
-    if d.train_corruption is not None and d.train_corruption not in corruptions.CORRUPTIONS:
-        raise ConfigError(f"data.train_corruption: unknown corruption {d.train_corruption!r}"
-                          f"{_suggest(d.train_corruption, corruptions.names())}")
-    if not 0 <= d.train_corruption_severity <= 5:
-        raise ConfigError(f"data.train_corruption_severity: must be 0 (random) or 1-5, got "
-                          f"{d.train_corruption_severity}")
     if any(not (isinstance(s, int) and s in SEVERITIES) for s in e.severities) or not e.severities:
-        raise ConfigError(f"eval.severities: must be integers 1-5, got {list(e.severities)}")
+        raise ConfigError(f"eval.severities: must be integers {SEVERITIES[0]}-{SEVERITIES[-1]}, "
+                          f"got {list(e.severities)}")
     if any(not 0 <= eps <= 1 for eps in e.fgsm):
         raise ConfigError(f"eval.fgsm: epsilons are in [0, 1] pixel units, got {list(e.fgsm)}")
     resolve_corruptions(e.corruptions)
