@@ -37,7 +37,7 @@ from damp.streaming import chunk_metrics, fgsm_results
 PRESET_DATASETS = {"cifar": "cifar10", "tiny": "tiny_imagenet", "imagenet": "imagenet"}
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
+_SEVERITY_RANGE = f"integers {SEVERITIES[0]}-{SEVERITIES[-1]}"
 
 def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Tensor | None = None, *,
               preset: str | None = "cifar", corruptions: str | Sequence[str] = "all",
@@ -69,16 +69,7 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
     Returns:
         {"clean", "corruptions": {name: {severity: metrics}}, "summary", "fgsm", "variants", "meta"}.
     """
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset: {preset!r} is not one of {', '.join(PRESETS)} (or None: by image size)")
-    if not 0 < batch_size:
-        raise ValueError(f"batch_size: must be > 0, got {batch_size}")
-    severities = _as_ints(severities, "severities")
-    fgsm = [fgsm] if isinstance(fgsm, (int, float)) else list(fgsm)
-    if any(not 1 <= s <= 5 for s in severities) or not severities:
-        raise ValueError(f"severities: integers 1-5, got {severities}")
-    if any(not 0 <= eps <= 1 for eps in fgsm):
-        raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {fgsm}")
+    severities, fgsm = _checked_arguments(preset, batch_size, severities, fgsm)
     names, unavailable = _corruptions_to_run(corruptions, frost_dir)
     aggregate({}, dataset or "cifar10", mce_baseline)  # an unknown baseline fails now, not after the evaluation
     device = torch.device(device) if device is not None else _model_device(model)
@@ -109,12 +100,27 @@ def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Te
             "fgsm": fgsm_results(sums.wrong, fgsm, sums.images), "variants": {}, "meta": meta}
 
 
+def _checked_arguments(preset: str | None, batch_size: int, severities, fgsm) -> tuple[list[int], list[float]]:
+    """:func:`benchmark`'s arguments checked before any work: (severities, fgsm epsilons) as lists."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset: {preset!r} is not one of {', '.join(PRESETS)} (or None: by image size)")
+    if not 0 < batch_size:
+        raise ValueError(f"batch_size: must be > 0, got {batch_size}")
+    severities = _as_ints(severities, "severities")
+    fgsm = [fgsm] if isinstance(fgsm, (int, float)) else list(fgsm)
+    if any(s not in SEVERITIES for s in severities) or not severities:
+        raise ValueError(f"severities: {_SEVERITY_RANGE}, got {severities}")
+    if any(not 0 <= eps <= 1 for eps in fgsm):
+        raise ValueError(f"fgsm: epsilons are in [0, 1] pixel units, got {fgsm}")
+    return severities, fgsm
+
+
 def _as_ints(values, name: str) -> list[int]:
     """Integers (numpy ones too) from a sequence; a one-line ValueError otherwise."""
     out = []
     for v in ([values] if isinstance(values, int) else values):
         if isinstance(v, bool) or int(v) != v:
-            raise ValueError(f"{name}: integers 1-5, got {list(values)}")
+            raise ValueError(f"{name}: {_SEVERITY_RANGE}, got {list(values)}")
         out.append(int(v))
     return out
 
