@@ -16,6 +16,7 @@ from damp.cli.parser import build_parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: the command line), run the command, return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

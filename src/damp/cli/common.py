@@ -48,7 +48,6 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite or choose another --out")
 
 
-
 def write_output(out: Path, text: str) -> None:
     """Write a command's JSON output atomically; an OSError names the file."""
     from damp.checkpoint import write_text

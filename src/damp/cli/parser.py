@@ -10,7 +10,6 @@ from damp.cli.eval_commands import cmd_bench, cmd_evaluate, cmd_probe
 from damp.cli.run_commands import cmd_corrupt, cmd_demo, cmd_report, cmd_sweep, cmd_train
 
 
-
 ALL_SEVERITIES = "all"  # the parser's default: argparse passes it through _severities, like a typed value
 
 
@@ -27,7 +26,6 @@ def _severities(text: str) -> list[int]:
     if not values or any(v not in SEVERITIES for v in values):
         raise argparse.ArgumentTypeError(f"severities must be {allowed}, got {text!r}")
     return values
-
 
 
 def _int_at_least(minimum: int):
@@ -53,7 +51,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
