@@ -79,6 +79,23 @@ def test_paper_config_runs_a_step_on_fixture_data(path, tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
 
 
+CPU_PRESETS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name.startswith(("digits", "fashion")))
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.parametrize("path", CPU_PRESETS, ids=[f"{p.parent.name}/{p.stem}" for p in CPU_PRESETS])
+def test_cpu_preset_runs_a_step(path, tmp_path):
+    """Every digits and Fashion-MNIST preset as shipped validates and trains (one step, 256 images)."""
+    if path.parent.name.startswith("fashion") and not FASHION_MNIST.is_dir():
+        pytest.skip("dataset-fashion-mnist missing")
+    cfg = load_config(path, ["trainer.max_steps=1", "trainer.progress=false", "data.max_train_images=256",
+                             "data.max_test_images=64", "eval.corruptions=none", "eval.holdout_corruptions=none",
+                             "eval.fgsm=[]", "eval.every_epochs=0", "eval.train_metrics=false"])
+    results = train(cfg, tmp_path / "run")
+    assert 0 <= results["clean"]["error"] <= 100
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
+
+
 def interrupt_after(monkeypatch, calls: int, cls: type | None = None) -> None:
     """Make ``cls.backward`` (default: DAMP/DAAP's) raise on call ``calls + 1``, as if the process
     were killed there."""
