@@ -39,6 +39,7 @@ PRESET_DATASETS = {"cifar": "cifar10", "tiny": "tiny_imagenet", "imagenet": "ima
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 _SEVERITY_RANGE = f"integers {SEVERITIES[0]}-{SEVERITIES[-1]}"
 
+
 def benchmark(model: nn.Module, images: torch.Tensor | Batches, labels: torch.Tensor | None = None, *,
               preset: str | None = "cifar", corruptions: str | Sequence[str] = "all",
               severities: Sequence[int] = SEVERITIES, fgsm: Sequence[float] = (), batch_size: int = CHUNK,
