@@ -19,3 +19,12 @@ def test_step_time_ratios_report_floor_memory_and_targets(model):
         target = row["targets"][name]
         assert target["limit"] == pytest.approx(row["noise_floor"] + value if above_floor else value)
         assert target["met"] == (row["step_time_ratio"][name] <= target["limit"])
+
+
+def test_step_time_ratios_time_the_variants_named():
+    # benchmarks/executor_compare.py times one method in several executors through this row.
+    variants = {f"damp_{ex}": speed.build_variant("damp", ex, 2) for ex in ("loop", "split")}
+    row = speed.step_time_ratios("mlp", 16, torch.device("cpu"), m=2, repeats=1, variants=variants)
+    assert set(row["seconds_per_step"]) == {"sgd", "damp_loop", "damp_split"}
+    assert set(row["step_time_ratio"]) == {"damp_loop", "damp_split"} and row["noise_floor"] > 0
+    assert row["targets"] == {}  # the CPU targets name the bench's own variants only

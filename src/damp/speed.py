@@ -116,12 +116,24 @@ def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float | N
     return max(peak[0] - before, 0) / 2**20
 
 
+def bench_variants(device: torch.device, m: int) -> dict[str, methods.Method]:
+    """The methods `damp bench` times against SGD: each with the executor "auto" picks, DAMP's ghost loop,
+    and on CUDA DAMP in every whole-batch executor."""
+    candidates = {name: build_variant(name, "auto", m) for name in HYPERPARAMETERS}
+    candidates["damp_ghost"] = build_variant("damp", "ghost", m)  # per-sub-batch BatchNorm: the loop
+    if device.type == "cuda":
+        candidates.update({f"damp_{ex}": build_variant("damp", ex, m) for ex in WHOLE_BATCH_EXECUTORS})
+    return candidates
+
+
 def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: int = 8, repeats: int = 5,
-                     precision: str = "fp32", channels_last: bool = False) -> dict:
+                     precision: str = "fp32", channels_last: bool = False,
+                     variants: dict[str, methods.Method] | None = None) -> dict:
     """Median seconds per optimizer step of each method, its ratio to SGD's, the noise floor and peak memory.
 
-    The noise floor is (SGD step + drawing the M x P noise DAMP draws) / SGD step, timed in the same
-    round-robin as the methods: the least a DAMP step can cost. Ratios are paired per round.
+    ``variants`` names the methods timed beside SGD (default ``bench_variants``). The noise floor is
+    (SGD step + drawing the M x P noise DAMP draws) / SGD step, timed in the same round-robin as the
+    methods: the least a DAMP step can cost. Ratios are paired per round.
     """
     in_channels, size, kwargs = BENCH_MODELS[model_name]
     torch.manual_seed(0)
@@ -135,10 +147,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     dtype = autocast_dtype(precision)
-    candidates = {name: build_variant(name, "auto", m) for name in ("sgd", *HYPERPARAMETERS)}
-    candidates["damp_ghost"] = build_variant("damp", "ghost", m)  # per-sub-batch BatchNorm: the loop
-    if device.type == "cuda":
-        candidates.update({f"damp_{ex}": build_variant("damp", ex, m) for ex in WHOLE_BATCH_EXECUTORS})
+    candidates = {"sgd": methods.SGD(), **(bench_variants(device, m) if variants is None else variants)}
     noise_source = build_variant("damp", "auto", m)
     selected = [p for _, p in noise_source.select_params(model)]
     steps = {name: (lambda method=method: train_step(model, optimizer, method, x, y, dtype))
@@ -158,6 +167,8 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     targets = {}
     if device.type == "cpu":
         for name, (value, above_floor) in CPU_TARGETS.get(model_name, {}).items():
+            if name not in ratios:
+                continue
             limit = floor + value if above_floor else value
             targets[name] = {"target": f"floor+{value:.2f}" if above_floor else f"{value:.2f}",
                              "limit": limit,
