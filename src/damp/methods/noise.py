@@ -38,7 +38,7 @@ from damp.dist import unwrap
 from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, grad_sync, local_subbatches,
                                run_backward)
 from damp.methods.perturb import ParamSelector, snapshot, split_batch
-from damp.methods.layer_kernels import Copies
+from damp.methods.copies import Copies
 from damp.methods.subbatch import SubBatchExecutor, check_modes, executor_for
 from damp.methods.sync_batchnorm import process_group
 

@@ -33,7 +33,7 @@ from damp.methods.base import (LossFn, Method, check_nonnegative, forward_loss, 
                                run_backward)
 from damp.methods.perturb import (ParamSelector, frozen_batchnorm_stats, snapshot, split_batch,
                                   trainable_parameters)
-from damp.methods.layer_kernels import Copies
+from damp.methods.copies import Copies
 from damp.methods.subbatch import SubBatchExecutor, check_modes, executor_for
 from damp.methods.sync_batchnorm import process_group
 

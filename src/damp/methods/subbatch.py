@@ -34,7 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from damp.methods.layer_kernels import Copies, kernel_for
+from damp.methods.copies import Copies
+from damp.methods.layer_kernels import kernel_for
 
 EXECUTORS = ("auto", "fused", "split", "loop")
 BATCHNORM_MODES = ("whole", "ghost")
