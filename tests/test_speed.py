@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from damp import speed
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("model", ["mlp", "small_cnn", "resnet8"])
@@ -40,3 +44,32 @@ def test_retain_freed_heap_is_accepted_by_glibc():
     code = "from damp.speed import retain_freed_heap; print(retain_freed_heap())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+def _preset(directory, model: str) -> None:
+    (directory / "sgd.yaml").write_text("data: {name: digits, batch_size: 16}\n"
+                                        f"model: {{name: {model}, width: 8}}\nmethod: {{name: sgd}}\n"
+                                        "trainer: {device: cpu, progress: false}\n")
+    (directory / "damp.yaml").write_text("extends: sgd.yaml\nmethod: {name: damp, std: 0.1, num_perturbations: 2}\n")
+
+
+def test_trainer_vs_bench_times_both_sets_of_objects(tmp_path):
+    _preset(tmp_path, "small_cnn")
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/trainer_vs_bench.py", "--config-dir", str(tmp_path), "--rounds", "1",
+                    "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert set(result["ms_per_step"]) == {"sgd_trainer_model", "sgd_bench_model", "damp_trainer_objects",
+                                          "damp_bench_objects", "damp_trainer_step"}
+    assert result["batch"] == 16 and all(v > 0 for v in result["ms_per_step"].values())
+    assert result["damp_over_sgd_trainer"] > 0 and result["damp_over_sgd_bench"] > 0
+
+
+def test_trainer_vs_bench_refuses_a_model_the_bench_does_not_build(tmp_path):
+    _preset(tmp_path, "preact_resnet18")
+    done = subprocess.run([sys.executable, "benchmarks/trainer_vs_bench.py", "--config-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "trainer_vs_bench.py: model 'preact_resnet18' is not one of damp bench's models "
+        "(resnet18, resnet8, small_cnn, mlp)"]
