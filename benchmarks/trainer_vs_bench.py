@@ -4,7 +4,7 @@
                                           [--threads 2] [--out FILE.json]
 
 Builds the SGD and DAMP runs of a preset as `damp train` does (model, method, optimizer, the first
-training batch) and the same model and method as `damp bench` builds them (`speed.BENCH_MODELS`,
+training batch) and the same model and method as `damp bench` builds them (`speed.bench_model`,
 `speed.build_variant`). Every combination is timed round-robin on that batch with `speed.train_step`,
 plus the trainer's own `train.train_step` (which adds the schedule step). If the trainer's objects
 cost what the bench's cost, a gap between the bench's ratios and a run's `timing.jsonl` comes from
@@ -24,7 +24,6 @@ import torch
 
 from damp import methods, speed, train
 from damp.config import load_config
-from damp.models import build_model
 
 
 def build_runs(config_dir: Path, tmp: Path) -> dict[str, train.Run]:
@@ -43,25 +42,17 @@ def compare(config_dir: Path, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runs = build_runs(config_dir, Path(tmp))
         damp_run, cfg = runs["damp"], runs["damp"].cfg
-        bench_name = cfg.model.name
-        if bench_name not in speed.BENCH_MODELS:
-            raise ValueError(f"model {bench_name!r} is not one of damp bench's models "
-                             f"({', '.join(speed.BENCH_MODELS)})")
-        in_channels, size, kwargs = speed.BENCH_MODELS[bench_name]
-        torch.manual_seed(0)
-        bench_model = build_model(bench_name, num_classes=damp_run.bundle.num_classes, in_channels=in_channels,
-                                  image_size=size, **kwargs)
-        bench_optimizer = torch.optim.SGD(bench_model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                                          weight_decay=5e-4)
+        bench_net, bench_optimizer = speed.bench_model(cfg.model.name, torch.device("cpu"),
+                                                       num_classes=damp_run.bundle.num_classes)
         bench_damp = speed.build_variant("damp", "auto", cfg.method.num_perturbations)
         x, y = next(iter(damp_run.bundle.train.iter_from(0)))
         sgd = methods.SGD()
         steps = {
             "sgd_trainer_model": lambda: speed.train_step(runs["sgd"].net, runs["sgd"].optimizer, sgd, x, y, None),
-            "sgd_bench_model": lambda: speed.train_step(bench_model, bench_optimizer, sgd, x, y, None),
+            "sgd_bench_model": lambda: speed.train_step(bench_net, bench_optimizer, sgd, x, y, None),
             "damp_trainer_objects": lambda: speed.train_step(damp_run.net, damp_run.optimizer, damp_run.method,
                                                              x, y, None),
-            "damp_bench_objects": lambda: speed.train_step(bench_model, bench_optimizer, bench_damp, x, y, None),
+            "damp_bench_objects": lambda: speed.train_step(bench_net, bench_optimizer, bench_damp, x, y, None),
             "damp_trainer_step": lambda: train.train_step(damp_run, x, y),
         }
         times = speed.round_robin_samples(steps, torch.device("cpu"), warmup=1, samples=rounds, steps_per_sample=2)

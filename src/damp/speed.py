@@ -144,6 +144,21 @@ def bench_variants(device: torch.device, m: int) -> dict[str, methods.Method]:
     return candidates
 
 
+def bench_model(model_name: str, device: torch.device, *, channels_last: bool = False,
+                num_classes: int = 10) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """One of :data:`BENCH_MODELS` as `damp bench` times it (seed 0), with its Nesterov SGD optimizer."""
+    if model_name not in BENCH_MODELS:
+        raise ValueError(f"model {model_name!r} is not one of damp bench's models ({', '.join(BENCH_MODELS)})")
+    in_channels, size, kwargs = BENCH_MODELS[model_name]
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return model, optimizer
+
+
 def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: int = 8, repeats: int = 5,
                      precision: str = "fp32", channels_last: bool = False,
                      variants: dict[str, methods.Method] | None = None) -> dict:
@@ -153,13 +168,8 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     (SGD step + drawing the M x P noise DAMP draws) / SGD step, timed in the same round-robin as the
     methods: the least a DAMP step can cost. Ratios are paired per round.
     """
+    model, optimizer = bench_model(model_name, device, channels_last=channels_last)
     in_channels, size, kwargs = BENCH_MODELS[model_name]
-    torch.manual_seed(0)
-    model = build_model(model_name, num_classes=10, in_channels=in_channels, image_size=size, **kwargs)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.rand(batch, in_channels, size, size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
