@@ -12,13 +12,12 @@ in; the minor page faults of the timing are reported either way.
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import sys
 
 import torch
 
+from cpu_timing import parse_and_set_threads, timing_parser, write_figures
 from damp.speed import BENCH_MODELS, build_variant, retain_freed_heap, step_time_ratios
 
 
@@ -33,16 +32,12 @@ def compare(model_name: str, executors: list[str], rounds: int, m: int = 8, batc
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__.splitlines()[0], rounds=9)
     parser.add_argument("--model", choices=sorted(BENCH_MODELS), default="mlp")
     parser.add_argument("--executors", default="loop,split,fused,auto")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--heap", choices=("default", "retain"), default="default",
                         help="retain: keep freed heap memory in the process (glibc), so steps fault no fresh pages in")
-    parser.add_argument("--out", help="also write the figures as JSON")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_and_set_threads(parser)
     if args.heap == "retain" and not retain_freed_heap():
         print("executor_compare.py: --heap retain needs glibc's mallopt, which this system lacks", file=sys.stderr)
         return 2
@@ -60,9 +55,7 @@ def main() -> int:
         peak_text = "n/a" if peak is None else f"{peak:.1f} MiB"
         print(f"{name:12s} {1e3 * seconds[name]:9.2f} ms  {ratio:6.2f} x SGD  peak {peak_text}")
     print(f"minor page faults while timing: {result['minor_page_faults']} (heap: {args.heap})")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_figures(result, args.out)
     return 0
 
 

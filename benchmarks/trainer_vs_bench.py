@@ -13,8 +13,6 @@ outside the step: the rest of the loop, or the machine (docs/performance.md).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from cpu_timing import parse_and_set_threads, timing_parser, write_figures
 from damp import methods, speed, train
 from damp.config import load_config
 
@@ -66,13 +65,9 @@ def compare(config_dir: Path, rounds: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = timing_parser(__doc__.splitlines()[0], rounds=5)
     parser.add_argument("--config-dir", type=Path, default=Path("configs/fashion_mnist_resnet8"))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="also write the figures as JSON")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_and_set_threads(parser)
     try:
         result = compare(args.config_dir, args.rounds)
     except (OSError, ValueError) as err:  # a missing preset or dataset, or a model the bench does not build
@@ -82,9 +77,7 @@ def main() -> int:
         print(f"{name:22s} {value:9.1f} ms")
     print(f"DAMP / SGD: trainer's objects {result['damp_over_sgd_trainer']:.2f}, "
           f"bench's objects {result['damp_over_sgd_bench']:.2f}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_figures(result, args.out)
     return 0
 
 

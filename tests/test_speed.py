@@ -73,3 +73,13 @@ def test_trainer_vs_bench_refuses_a_model_the_bench_does_not_build(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "trainer_vs_bench.py: model 'preact_resnet18' is not one of damp bench's models "
         "(resnet18, resnet8, small_cnn, mlp)"]
+
+
+def test_executor_compare_writes_every_executor_named(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/executor_compare.py", "--model", "mlp", "--executors", "loop,split",
+                    "--rounds", "1", "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert set(result["step_time_ratio"]) == {"damp_loop", "sam_loop", "damp_split", "sam_split"}
+    assert result["threads"] == 1 and result["rounds"] == 1 and result["heap"] == "default"
+    assert result["noise_floor"] > 0 and result["minor_page_faults"] >= 0
