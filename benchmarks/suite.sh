@@ -10,12 +10,12 @@
 #                        say what is trained). Needs apt-get install dataset-fashion-mnist.
 #        fashion_mnist_converged  resnet8 trained to convergence, the protocol of docs/evidence.md (tuning seed
 #                        0, fresh seeds 1-5, paired statistics), at the size the pilot accepted
-#                        (benchmarks/converged_pilot.py). No run starts after --budget-minutes of the call
-#                        (default 60; then exit 75): run the same command again to continue. Its runs go to
-#                        results/fashion_mnist_converged/runs (records committed, checkpoints git-ignored), so
-#                        the suite goes on on another machine.
+#                        (benchmarks/converged_pilot.py). Many calls: --budget-minutes defaults to 60 here.
 #        cifar10         the paper's ResNet18 CIFAR-10 setup (configs/cifar10_resnet18, 300 epochs): for GPUs
 #                        and the CIFAR-10 python files (--data-root).
+# --budget-minutes N: no run starts after N minutes of the call (then exit 75); run the same command again to
+#                        continue. Both Fashion-MNIST suites write their runs to results/SUITE/runs (records
+#                        committed, checkpoints git-ignored), so a suite goes on on another machine.
 # PARTs (default: all, in this order): sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp
 # augmix damp_augmix report (the converged suite: sgd damp daap dropout sam asam rwp mrwp augmix damp_augmix
 # report, the arms of the paper's claims first; cifar10 has no AugMix arms).
@@ -23,22 +23,24 @@
 # stopped. Frost needs its textures (--frost-dir, or the imagecorruptions package). --set overrides every
 # run's config (e.g. a smoke test: --set trainer.max_steps=2).
 set -euo pipefail
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; }  # the comment block above
 
 SUITE="${1:-}"
 case "$SUITE" in
   fashion_mnist|fashion_mnist_converged|cifar10) shift ;;
-  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  -h|--help) usage; exit 0 ;;
   "") echo "suite.sh: name a suite: fashion_mnist, fashion_mnist_converged or cifar10 (--help for more)" >&2; exit 2 ;;
   *) echo "suite.sh: unknown suite '$SUITE' (fashion_mnist, fashion_mnist_converged or cifar10)" >&2; exit 2 ;;
 esac
 OUT=runs/${SUITE}_suite
-# The converged suite spans many calls: its run records (config, metrics, results; *.pt is git-ignored) are
-# the per-seed data RESULTS.md is computed from, and a sweep skips every run that has its results.json.
-[[ $SUITE == fashion_mnist_converged ]] && OUT=results/$SUITE/runs
+# The Fashion-MNIST suites can span several calls: their run records (config, metrics, results; *.pt is
+# git-ignored) are the per-seed data RESULTS.md is computed from, and a sweep skips every run that has its
+# results.json, so a suite stopped on one machine goes on on another.
+[[ $SUITE == fashion_mnist* ]] && OUT=results/$SUITE/runs
 RESULTS=results/$SUITE
 FROST_DIR=""
 DATA_ROOT=""
-BUDGET=60
+BUDGET=""
 PARTS=()
 EXTRA=()
 while [[ $# -gt 0 ]]; do
@@ -50,7 +52,7 @@ while [[ $# -gt 0 ]]; do
     --data-root) DATA_ROOT="$2"; shift 2 ;;
     --budget-minutes) BUDGET="$2"; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     -*) echo "suite.sh: unknown option $1" >&2; exit 2 ;;
     *) PARTS+=("$1"); shift ;;
   esac
@@ -58,7 +60,8 @@ done
 ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp augmix damp_augmix report)
 [[ $SUITE == fashion_mnist_converged ]] && ALL=(sgd damp daap dropout sam asam rwp mrwp augmix damp_augmix report)
 [[ $SUITE == cifar10 ]] && ALL=(sgd dropout damp daap sam asam sgd_zoom_blur sgd_gaussian_noise rwp mrwp report)
-[[ $BUDGET =~ ^[1-9][0-9]*$ ]] || { echo "suite.sh: --budget-minutes: a whole number of minutes, got '$BUDGET'" >&2; exit 2; }
+[[ -z "$BUDGET" && $SUITE == fashion_mnist_converged ]] && BUDGET=60
+[[ -z "$BUDGET" || $BUDGET =~ ^[1-9][0-9]*$ ]] || { echo "suite.sh: --budget-minutes: a whole number of minutes, got '$BUDGET'" >&2; exit 2; }
 [[ ${#PARTS[@]} -gt 0 ]] || PARTS=("${ALL[@]}")
 for part in "${PARTS[@]}"; do  # every part is checked before the first one runs
   [[ " ${ALL[*]} " == *" $part "* ]] || { echo "suite.sh: unknown part $part (choose from ${ALL[*]})" >&2; exit 2; }
@@ -128,7 +131,7 @@ for part in "${PARTS[@]}"; do
       grid=()
       [[ -v "GRID[$part]" ]] && grid=(--grid "${GRID[$part]}")
       budget=()
-      if [[ $SUITE == fashion_mnist_converged ]]; then  # one budget for the whole call, across its parts
+      if [[ -n "$BUDGET" ]]; then  # one budget for the whole call, across its parts
         left=$(( BUDGET * 60 - (SECONDS - START) ))
         if (( left <= 0 )); then
           echo "suite.sh: time budget reached before part $part; run the same command again to continue" >&2

@@ -89,4 +89,31 @@ def test_suite_run_records_are_committed_and_their_checkpoints_are_not():
     run = "results/fashion_mnist_converged/runs/damp/std=0.1__seed=1"
     assert not ignored(f"{run}/results.json") and not ignored(f"{run}/metrics.jsonl")
     assert ignored(f"{run}/last.pt") and ignored(f"{run}/previous.pt") and ignored(f"{run}/../.damp.lock")
+    assert not ignored("results/fashion_mnist/runs/damp/std=0.05__seed=1/results.json")
     assert ignored("runs/my_run/results.json")  # users' own runs stay out of git
+
+
+def _sweep_calls(tmp_path: Path, *args: str) -> list[str]:
+    """The `damp` command lines suite.sh issues, recorded by a stand-in `damp` that trains nothing."""
+    fake, log = tmp_path / "damp", tmp_path / "calls.txt"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    subprocess.run(["bash", str(REPO / "benchmarks" / "suite.sh"), *args], cwd=REPO, check=True, timeout=60,
+                   env=dict(os.environ, DAMP=str(fake)), capture_output=True)
+    return log.read_text().splitlines()
+
+
+def test_small_suite_takes_a_budget_and_commits_its_records(tmp_path):
+    timed = _sweep_calls(tmp_path, "fashion_mnist", "--budget-minutes", "5", "sgd", "damp")
+    assert len(timed) == 2 and all("--budget-minutes" in call for call in timed)
+    assert "--out results/fashion_mnist/runs/damp" in timed[1]
+    (tmp_path / "calls.txt").unlink()
+    untimed = _sweep_calls(tmp_path, "fashion_mnist", "sgd")
+    assert len(untimed) == 1 and "--budget-minutes" not in untimed[0]  # only the converged suite defaults to 60
+
+
+def test_suite_help_prints_its_whole_header():
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "suite.sh"), "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("# The evidence suite") and lines[-1].startswith("# run's config")
