@@ -93,8 +93,10 @@ class SubBatchBatchNorm(torch.autograd.Function):
         m, c = gamma.shape
         gf = _at_least_float32(grad_y)
         # Per sub-batch m: shift_grad[m] = sum of g, scale_grad[m] = sum of g * x_hat, from
-        # BatchNorm's own backward kernel on each slice (one pass, no temporary).
-        sums = [torch.ops.aten.native_batch_norm_backward(gk, xk, None, None, None, mean, rstd, True, 0.0,
+        # BatchNorm's own backward kernel on each slice (one pass, no temporary). The weight only
+        # enters grad_input, which is not asked for, but the CUDA kernel needs a defined one.
+        ones = xf.new_ones(c)
+        sums = [torch.ops.aten.native_batch_norm_backward(gk, xk, ones, None, None, mean, rstd, True, 0.0,
                                                           [False, True, True])[1:]
                 for gk, xk in zip(gf.chunk(m), xf.chunk(m))]
         scale_grad = torch.stack([t for t, _ in sums])  # (M, C)
