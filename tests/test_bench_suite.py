@@ -106,3 +106,36 @@ def test_non_empty_out_is_refused_with_one_line(tmp_path):
     proc = suite("--device", "cpu", "--out", str(tmp_path), timeout=60)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def gpu_suite(monkeypatch):
+    """benchmarks/gpu_suite.py as a module (it imports gpu_measure as a sibling)."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_suite", REPO / "benchmarks" / "gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_suite", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_models_and_executors_narrow_the_plan_eager_and_compiled(gpu_suite):
+    plan = gpu_suite.narrowed(gpu_suite.PLANS["cuda"], "resnet50", "fused,split")
+    assert list(plan.models) == ["resnet50"] and plan.models["resnet50"]["executors"] == ("fused", "split")
+    assert plan.compile_variants == {"resnet50": ("sgd", "damp_fused", "sam_fused", "daap_fused",
+                                                  "asam_fused")}
+    only_split = gpu_suite.narrowed(gpu_suite.PLANS["cuda"], None, "split")
+    assert only_split.compile_variants["resnet18"] == ("sgd", "damp_split", "sam_split")
+    assert gpu_suite.narrowed(gpu_suite.PLANS["cuda"], None, None) == gpu_suite.PLANS["cuda"]
+    with pytest.raises(ValueError, match="resnet34"):
+        gpu_suite.narrowed(gpu_suite.PLANS["cuda"], "resnet34", None)
+    with pytest.raises(ValueError, match="fast"):
+        gpu_suite.narrowed(gpu_suite.PLANS["cuda"], None, "fused,fast")
+
+
+def test_an_unknown_model_is_refused_with_one_line_and_nothing_written(tmp_path):
+    proc = suite("--device", "cpu", "--out", str(tmp_path / "out"), "--models", "resnet34", timeout=60)
+    assert proc.returncode == 2 and "resnet34" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
