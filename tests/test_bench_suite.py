@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,3 +141,33 @@ def test_an_unknown_model_is_refused_with_one_line_and_nothing_written(tmp_path)
     proc = suite("--device", "cpu", "--out", str(tmp_path / "out"), "--models", "resnet34", timeout=60)
     assert proc.returncode == 2 and "resnet34" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+PROFILE = REPO / "benchmarks" / "gpu_profile.py"
+
+
+def test_profile_reports_wall_time_and_costliest_operators_per_variant(tmp_path):
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, str(PROFILE), "--device", "cpu", "--batch", "8", "--warmup", "1",
+                           "--steps", "1", "--variants", "sgd,damp_split", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"sgd", "damp_split"}
+    for row in result["variants"].values():
+        assert row["wall_ms"] > 0 and row["kernel_ms"] is None and row["top"]
+        assert all(r["ms"] >= 0 and r["calls"] > 0 for r in row["top"])
+    # At batch 8, drawing ResNet18's 8 x 11 M noise values is among DAMP's costliest operators: one call a row.
+    calls = {r["op"]: r["calls"] for r in result["variants"]["damp_split"]["top"]}
+    assert calls.get("aten::normal_") == 8
+    assert "aten::normal_" not in {r["op"] for r in result["variants"]["sgd"]["top"]}
+    assert "sgd: wall" in proc.stdout and "damp_split: wall" in proc.stdout
+
+
+def test_profile_refuses_an_unknown_variant_with_one_line():
+    proc = subprocess.run([sys.executable, str(PROFILE), "--device", "cpu", "--variants", "sgd,damp_turbo"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 2 and "damp_turbo" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
