@@ -12,6 +12,7 @@ same function with one sub-batch (:func:`synced_batchnorm`).
 from __future__ import annotations
 
 import contextlib
+import math
 import types
 from collections.abc import Iterator
 
@@ -38,19 +39,36 @@ def _all_reduce(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.
     return tensor
 
 
-def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: int = 1
+# On CPU the centred squares are summed over slices of about this many bytes: a larger temporary is
+# faulted in afresh every step (32 MiB: 16 ms in one piece, 2.6 ms in four), a smaller slice only adds
+# operator calls (6 MiB: 0.30 ms in one piece, 0.52 ms in eight). Measured on the CI class of machine.
+CPU_PIECE_BYTES = 8 * 2**20
+
+
+def statistics_pieces(x: torch.Tensor) -> int:
+    """How many slices :func:`batch_statistics` sums over: one on a GPU (each slice is a launch)."""
+    if x.device.type != "cpu":
+        return 1
+    return max(1, math.ceil(x.numel() * x.element_size() / CPU_PIECE_BYTES))
+
+
+def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: int | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel mean and biased variance of (B, C, *) ``x`` over the batch of every process, and the count.
 
     Two passes (the mean, then the centred squares), which keeps float32 variances accurate. The
-    centred squares are summed over ``pieces`` slices of the batch, so their temporary stays small
-    (a CPU allocates and faults in a large one afresh every time); ``torch.var_mean`` is 2-10x slower.
+    centred squares are summed over ``pieces`` slices of the batch (default :func:`statistics_pieces`),
+    so their temporary stays small; ``torch.var_mean`` is 2-10x slower.
     """
     dims = [0, *range(2, x.dim())]
     count = x.numel() // x.shape[1] * (dist.get_world_size(group) if group is not None else 1)
     mean = _all_reduce(x.sum(dims), group) / count
     centre = mean.view(1, -1, *[1] * (x.dim() - 2))
-    squares = sum((piece - centre).square_().sum(dims) for piece in x.chunk(pieces))
+    pieces = statistics_pieces(x) if pieces is None else pieces
+    if pieces == 1:
+        squares = (x - centre).square_().sum(dims)
+    else:
+        squares = sum((piece - centre).square_().sum(dims) for piece in x.chunk(pieces))
     return mean, _all_reduce(squares, group) / count, count
 
 
@@ -69,7 +87,7 @@ class SubBatchBatchNorm(torch.autograd.Function):
         c = x.shape[1]
         m = 1 if scale is None and shift is None else (scale if scale is not None else shift).shape[0]
         if stats is None:
-            mean, var, count = batch_statistics(xf, group, pieces=m)
+            mean, var, count = batch_statistics(xf, group)
         else:
             mean, var, count = stats[0].to(xf.dtype, copy=True), stats[1].to(xf.dtype, copy=True), 0
         rstd = torch.rsqrt(var + eps)
