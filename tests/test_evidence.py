@@ -133,3 +133,25 @@ def test_paired_differences_and_runs_csv(tmp_path):
     assert len(rows) == 21 and {r["arm"] for r in rows} >= {"sgd", "damp", "dropout", "sgd + zoom_blur"}
     sgd = [r for r in rows if r["arm"] == "sgd"]
     assert [float(r["clean_error"]) for r in sgd] == pytest.approx([10.0, 10.1, 10.2])
+
+
+def test_runs_csv_carries_every_hyperparameter_and_every_corruption_severity(tmp_path):
+    import csv
+    import json
+
+    from damp.corruptions import SEVERITIES
+
+    out = tmp_path / "results"
+    assert main(["report", *_suite(tmp_path / "suite", 25.0), "--out", str(out), "--claims"]) == 0
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    damp = next(r for r in rows if r["arm"] == "damp")
+    assert damp["method"] == "damp"
+    assert json.loads(damp["hyperparameters"])["method"]["std"] == pytest.approx(0.1)
+    run = json.loads((Path(damp["run"]) / "results.json").read_text())
+    for name in names():
+        for s in SEVERITIES:
+            expected = run["corruptions"].get(name, {}).get(str(s), {}).get("error")
+            got = damp[f"{name}_{s}_error"]
+            assert (got == "" if expected is None else float(got) == pytest.approx(expected)), (name, s)
+    assert any(damp[f"{name}_5_error"] for name in names())  # the fixture's runs measured corruptions
+    assert damp["clean_ece"] == "" and damp["fgsm"] == ""  # not measured by the fixture: empty, not 0

@@ -10,41 +10,62 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from damp.checkpoint import write_text
 from damp.report import Run, severity_errors
 from damp.stats import holm, paired, t_interval, tost
 from damp.corruptions import SEVERITIES
+from damp.corruptions import names as corruption_names
 
 # "About equal clean error": the paired clean-error difference lies within +-0.5 pt (TOST, alpha 0.05).
 EQUIVALENCE_MARGIN = 0.5
-RUNS_CSV_FIELDS = ("arm", "label", "seed", "run", "clean_error", "clean_nll", "holdout_error", "train_error",
-                   "mean_corruption_error", *(f"severity_{s}_error" for s in SEVERITIES), "train_seconds")
+# runs.csv: who the run is, what it was trained with, and every number it measured.
+_RESULT_FIELDS = ("clean_error", "clean_nll", "clean_ece", "holdout_error", "holdout_nll", "train_error",
+                  "mean_corruption_error", *(f"severity_{s}_error" for s in SEVERITIES), "fgsm", "train_seconds")
+RUNS_CSV_FIELDS = ("arm", "label", "seed", "run", "method", "hyperparameters", *_RESULT_FIELDS,
+                   *(f"{name}_{s}_error" for name in corruption_names() for s in SEVERITIES))
+
+
+def _hyperparameters(config: dict) -> str:
+    """The run's method, model and data settings as compact JSON (the whole config.yaml is beside it)."""
+    keep = {section: config.get(section) for section in ("method", "model", "data", "optim", "trainer")
+            if config.get(section)}
+    return json.dumps(keep, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def run_row(arm_name: str, run: Run) -> dict:
-    """One line of runs.csv: every number a paired statistic needs, for one run."""
+    """One line of runs.csv: every number of the run's results.json, flattened, for one run."""
     results, summary = run.results, run.results.get("summary") or {}
+    clean, holdout, train = (results.get(key) or {} for key in ("clean", "holdout", "train"))
     severities = severity_errors(run)
     row = {"arm": arm_name, "label": run.label, "seed": run.seed, "run": str(run.path),
-           "clean_error": results["clean"]["error"], "clean_nll": results["clean"].get("nll"),
-           "holdout_error": (results.get("holdout") or {}).get("error"),
-           "train_error": (results.get("train") or {}).get("error"),
+           "method": (run.config.get("method") or {}).get("name") or (results.get("meta") or {}).get("method"),
+           "hyperparameters": _hyperparameters(run.config),
+           "clean_error": clean["error"], "clean_nll": clean.get("nll"), "clean_ece": clean.get("ece"),
+           "holdout_error": holdout.get("error"), "holdout_nll": holdout.get("nll"),
+           "train_error": train.get("error"),
            "mean_corruption_error": summary.get("mean_corruption_error"),
+           "fgsm": json.dumps(results["fgsm"], sort_keys=True) if results.get("fgsm") else None,
            "train_seconds": (results.get("meta") or {}).get("train_seconds")}
     row.update({f"severity_{s}_error": severities.get(s) for s in SEVERITIES})
+    for name, per_severity in (results.get("corruptions") or {}).items():
+        row.update({f"{name}_{s}_error": (per_severity.get(str(s)) or {}).get("error") for s in SEVERITIES})
     return row
 
 
 def write_runs_csv(arms: dict[str, list[Run]], path: str | Path) -> Path:
-    """runs.csv: one row per reported run (per seed), so every statistic can be recomputed."""
+    """runs.csv: one row per reported run (per seed), so every statistic can be recomputed.
+
+    Columns: :data:`RUNS_CSV_FIELDS`, then any corruption outside the 19 that a run measured.
+    """
+    rows = [run_row(name, run) for name, runs in arms.items() for run in sorted(runs, key=lambda r: r.seed)]
+    extra = sorted({key for row in rows for key in row} - set(RUNS_CSV_FIELDS))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RUNS_CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=[*RUNS_CSV_FIELDS, *extra])
     writer.writeheader()
-    for name, runs in arms.items():
-        for run in sorted(runs, key=lambda r: r.seed):
-            writer.writerow(run_row(name, run))
+    writer.writerows(rows)
     write_text(path, buffer.getvalue())
     return Path(path)
 
