@@ -15,6 +15,7 @@ from pathlib import Path
 
 from damp import methods
 from damp.checkpoint import write_text
+from damp.evidence_figures import plot_learning_curves, plot_pareto
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.verdicts import protocol_section
 from damp.report import _mean_std as _stats
@@ -275,6 +276,13 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
               "step-time ratios in isolation.", "", timing, ""]
     if inputs.sweeps:
         lines += ["## Tuning on the hold-out split", "", tuning_table(inputs.sweeps), ""]
+        if plot_pareto(inputs.tuning + inputs.selected, arm, out / "pareto.png"):
+            lines += ["Hold-out clean error against hold-out corruption error of every grid point (tuning seed; "
+                      "lower-left is better on both; the reported seeds are not in it):", "",
+                      "![hold-out Pareto picture](pareto.png)", ""]
+        if plot_learning_curves(arms, out / "learning_curves.png"):
+            lines += ["Learning curves of the reported runs (thin: one seed; thick: the mean):", "",
+                      "![learning curves](learning_curves.png)", ""]
     lines += ["## The paper's claims at this scale", ""] + _claims(groups, arms, ratios, inputs.tuning, dataset)
     path = out / "RESULTS.md"
     write_text(path, "\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 
+from damp.evidence_figures import holdout_point
 from damp.paired import EQUIVALENCE_MARGIN, interval_cell, per_seed
 from damp.report import Run, severity_errors
 from damp.stats import holm, paired, t_interval, tost
@@ -44,16 +45,10 @@ def claim_lower_without_losing_clean(damp: list[Run], other: list[Run], other_na
     return verdict, text
 
 
-def _holdout_point(run: Run) -> tuple[float, float] | None:
-    clean = (run.results.get("holdout") or {}).get("error")
-    corrupted = (run.results.get("holdout_corruptions") or {}).get("mean_corruption_error")
-    return None if clean is None or corrupted is None else (clean, corrupted)
-
-
 def claim_damp_dominates_daap(damp_points: list[Run], daap_points: list[Run]) -> tuple[str, str]:
     """Claim 3 at matched clean error: every DAAP grid point dominated by a DAMP one, on hold-out numbers."""
-    damp = [p for p in map(_holdout_point, damp_points) if p is not None]
-    daap = [p for p in map(_holdout_point, daap_points) if p is not None]
+    damp = [p for p in map(holdout_point, damp_points) if p is not None]
+    daap = [p for p in map(holdout_point, daap_points) if p is not None]
     if not damp or not daap:
         return ("not assessable",
                 "no hold-out corruption errors of the DAMP and DAAP grid points (eval.holdout_corruptions)")
