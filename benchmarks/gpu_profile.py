@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,11 +23,12 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import gpu_measure  # benchmarks/gpu_measure.py, next to this script
+from gpu_suite import PLANS  # the suite owns the models' shapes
 from damp.runtime import autocast_dtype
-from damp.speed import build_variant, train_step
+from damp.speed import build_variant, time_steps, train_step
 
-SHAPES = {"resnet18": {"batch": 128, "image_size": 32, "num_classes": 10},
-          "resnet50": {"batch": 256, "image_size": 224, "num_classes": 1000}}
+SHAPES = {name: {key: spec[key] for key in ("batch", "image_size", "num_classes")}
+          for name, spec in PLANS["cuda"].models.items()}
 
 
 def _device_us(row) -> float:
@@ -39,7 +39,8 @@ def _device_us(row) -> float:
 def profile_variant(name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                     y: torch.Tensor, device: torch.device, *, m: int = 8, warmup: int = 3, steps: int = 3,
                     top: int = 15) -> dict:
-    """Wall ms, kernel ms and kernel launches per step of one variant, and its ``top`` costliest operators."""
+    """Wall ms per step of one variant (timed without the profiler), then, profiled, its kernel ms and kernel
+    launches per step and its ``top`` costliest operators."""
     settings = gpu_measure.device_settings(device)
     dtype = autocast_dtype(settings["precision"])
     method = build_variant(*gpu_measure._split_variant(name), m)
@@ -51,16 +52,13 @@ def profile_variant(name: str, model: torch.nn.Module, optimizer: torch.optim.Op
     with gpu_measure.cudnn_benchmark(settings["cudnn_benchmark"]):
         for _ in range(warmup):
             step()
-        if cuda:
-            torch.cuda.synchronize(device)
+        wall = time_steps(step, steps, device)  # without the profiler, whose overhead is per operator
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=activities) as prof:
-            start = time.perf_counter()
             for _ in range(steps):
                 step()
             if cuda:
                 torch.cuda.synchronize(device)
-            wall = (time.perf_counter() - start) / steps
     rows = prof.key_averages()
     kernels = [r for r in rows if r.device_type == DeviceType.CUDA]
     costly = sorted(rows, key=(_device_us if cuda else (lambda r: r.self_cpu_time_total)), reverse=True)[:top]

@@ -7,9 +7,8 @@ Writes one JSON per part (environment, step_time_resnet18, step_time_resnet50, t
 corruptions, cifar10c, targets), the combined results.json and a short summary.md. Every file is
 rewritten as soon as its part ends, so a run cut short keeps what it measured. On CUDA the eager
 measurements come first and the torch.compile variants use what is left of --budget-s (480 s), each
-recorded as skipped when it would start too late. On one H200 the eager parts took: ResNet18 step
-times 75 s, corruptions 97 s, CIFAR-10-C 37 s; ResNet50 with the fused executor alone about 65 s.
---models and --executors narrow a rerun to what a lease left out.
+recorded as skipped when it would start too late. How long each part took on one H200:
+docs/performance.md, "Running it". --models and --executors narrow a rerun to what a lease left out.
 What it measures and the targets: docs/performance.md, "GPU".
 """
 
@@ -216,6 +215,8 @@ def run_compiled(suite: Suite) -> None:
             else:
                 suite.run("training throughput (torch.compile)", lambda: compiled_throughput_part(suite),
                           "throughput", "compiled")
+        elif name not in plan.models:
+            continue
         elif not plan.compile_variants.get(name):
             suite.results["step_time"].setdefault(name, {})["compiled"] = {"skipped": "not in this plan"}
         else:
@@ -344,7 +345,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--models", default=None,
-                        help="comma-separated subset of the plan's models (default: all), e.g. resnet50")
+                        help=("comma-separated subset of the plan's models for the step times, eager and compiled "
+                              "(default: all), e.g. resnet50; the other parts are ResNet18's whatever it says"))
     parser.add_argument("--executors", default=None,
                         help=("comma-separated subset of " + ",".join(gpu_measure.EXECUTOR_VARIANTS)
                               + " for the step times, eager and compiled (default: the plan's)"))
@@ -373,13 +375,16 @@ def narrowed(plan: Plan, models: str | None, executors: str | None) -> Plan:
     def spec(name: str) -> dict:
         spec = dict(plan.models[name])
         if chosen is not None:
-            spec["executors"] = tuple(e for e in spec.get("executors", gpu_measure.EXECUTOR_VARIANTS)
-                                      if e in chosen) or chosen
+            own = spec.get("executors", gpu_measure.EXECUTOR_VARIANTS)
+            spec["executors"] = tuple(e for e in own if e in chosen)
+            if not spec["executors"]:
+                raise ValueError(f"--executors: {name} runs only {','.join(own)} in this plan")
         return spec
 
     def compiled(name: str) -> tuple[str, ...]:
-        variants = plan.compile_variants.get(name, ())
-        return tuple(v for v in variants if chosen is None or v == "sgd" or v.partition("_")[2] in chosen)
+        variants = tuple(v for v in plan.compile_variants.get(name, ())
+                         if chosen is None or v == "sgd" or v.partition("_")[2] in chosen)
+        return variants if set(variants) - {"sgd"} else ()  # SGD alone compares with nothing
 
     return replace(plan, models={m: spec(m) for m in keep},
                    compile_variants={m: compiled(m) for m in keep})

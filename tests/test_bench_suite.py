@@ -113,8 +113,6 @@ def test_non_empty_out_is_refused_with_one_line(tmp_path):
 @pytest.fixture
 def gpu_suite(monkeypatch):
     """benchmarks/gpu_suite.py as a module (it imports gpu_measure as a sibling)."""
-    import sys
-
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("gpu_suite", REPO / "benchmarks" / "gpu_suite.py")
     module = importlib.util.module_from_spec(spec)
@@ -130,6 +128,9 @@ def test_models_and_executors_narrow_the_plan_eager_and_compiled(gpu_suite):
                                                   "asam_fused")}
     only_split = gpu_suite.narrowed(gpu_suite.PLANS["cuda"], None, "split")
     assert only_split.compile_variants["resnet18"] == ("sgd", "damp_split", "sam_split")
+    assert only_split.compile_variants["resnet50"] == ()  # SGD alone would compile for nothing
+    with pytest.raises(ValueError, match="resnet50 runs only split"):
+        gpu_suite.narrowed(gpu_suite.PLANS["cpu"], None, "fused")
     assert gpu_suite.narrowed(gpu_suite.PLANS["cuda"], None, None) == gpu_suite.PLANS["cuda"]
     with pytest.raises(ValueError, match="resnet34"):
         gpu_suite.narrowed(gpu_suite.PLANS["cuda"], "resnet34", None)

@@ -19,14 +19,15 @@ def _run(path: Path, label: str, seed: int, rows: list[dict] | None, holdout: di
     return Run(path=path, label=label, seed=seed, results=results)
 
 
-ROWS = [{"step": 1, "epoch": 0, "loss": 2.0, "lr": 0.1}, {"step": 2, "epoch": 0, "val_error": 50.0, "val_nll": 1.5},
-        {"step": 3, "epoch": 1, "loss": 1.0, "lr": 0.1}, {"step": 4, "epoch": 1, "val_error": 30.0, "val_nll": 0.9}]
+# As the trainer logs them (train.py): a loss row carries the epoch in progress, a validation row the epochs done.
+ROWS = [{"step": 5, "epoch": 0, "loss": 2.0, "lr": 0.1}, {"step": 5, "epoch": 1, "val_error": 50.0, "val_nll": 1.5},
+        {"step": 10, "epoch": 1, "loss": 1.0, "lr": 0.1}, {"step": 10, "epoch": 2, "val_error": 30.0, "val_nll": 0.9}]
 
 
-def test_training_curves_read_loss_and_validations_per_epoch(tmp_path):
+def test_training_curves_place_losses_and_validations_at_their_steps(tmp_path):
     curves = training_curves(_run(tmp_path / "a", "sgd", 1, ROWS))
-    assert curves == {"loss": [(1, 2.0), (2, 1.0)], "val_error": [(1, 50.0), (2, 30.0)],
-                      "val_nll": [(1, 1.5), (2, 0.9)]}
+    assert curves == {"loss": [(5, 2.0), (10, 1.0)], "val_error": [(5, 50.0), (10, 30.0)],
+                      "val_nll": [(5, 1.5), (10, 0.9)]}
     assert training_curves(_run(tmp_path / "b", "sgd", 2, None)) == {"loss": [], "val_error": [], "val_nll": []}
 
 

@@ -276,12 +276,14 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
               "step-time ratios in isolation.", "", timing, ""]
     if inputs.sweeps:
         lines += ["## Tuning on the hold-out split", "", tuning_table(inputs.sweeps), ""]
-        if plot_pareto(inputs.tuning + inputs.selected, arm, out / "pareto.png"):
+        if plot_pareto(inputs.tuning, arm, out / "pareto.png"):
             lines += ["Hold-out clean error against hold-out corruption error of every grid point (tuning seed; "
                       "lower-left is better on both; the reported seeds are not in it):", "",
                       "![hold-out Pareto picture](pareto.png)", ""]
         if plot_learning_curves(arms, out / "learning_curves.png"):
-            lines += ["Learning curves of the reported runs (thin: one seed; thick: the mean):", "",
+            lines += ["Learning curves of the reported runs (thin: one seed; thick: the mean; the training loss is "
+                      "the mean since the previous logged step, at the perturbed weights for the weight-noise "
+                      "methods):", "",
                       "![learning curves](learning_curves.png)", ""]
     lines += ["## The paper's claims at this scale", ""] + _claims(groups, arms, ratios, inputs.tuning, dataset)
     path = out / "RESULTS.md"

@@ -1,7 +1,7 @@
 """The evidence suites' own figures (docs/evidence.md): learning curves and the hold-out Pareto picture.
 
-- :func:`plot_learning_curves`: per arm, the training loss per epoch and the hold-out error and
-  NLL at every validation, read from each run's ``metrics.jsonl`` (thin lines per seed, a thick
+- :func:`plot_learning_curves`: per arm, the training loss at every logged step and the hold-out
+  error and NLL at every validation, read from each run's ``metrics.jsonl`` (thin lines per seed, a thick
   line for the mean), so a reader sees that SGD fits and where the hold-out NLL turns up.
 - :func:`plot_pareto`: hold-out clean error against hold-out corruption error of every grid point
   of every arm (the tuning seed), the picture claim 3 is judged on at matched clean error.
@@ -18,10 +18,11 @@ from damp.report import Run, _plt
 
 
 def training_curves(run: Run) -> dict[str, list[tuple[int, float]]]:
-    """{"loss": [(epoch, training loss)], "val_error": [(epoch, %)], "val_nll": [(epoch, nll)]} of one run.
+    """{"loss": [(step, training loss)], "val_error": [(step, %)], "val_nll": [(step, nll)]} of one run.
 
-    The training loss is the mean over the epoch's steps of the loss the method optimised (for DAMP,
-    at the perturbed weights). Empty lists when the run kept no ``metrics.jsonl``.
+    Each training-loss point is the mean over the steps since the previous logged one of the loss the
+    method optimised (for DAMP, at the perturbed weights); validations are placed at the step after
+    which they ran. Empty lists when the run kept no ``metrics.jsonl``.
     """
     curves: dict[str, list[tuple[int, float]]] = {"loss": [], "val_error": [], "val_nll": []}
     path = Path(run.path) / "metrics.jsonl"
@@ -30,23 +31,23 @@ def training_curves(run: Run) -> dict[str, list[tuple[int, float]]]:
     for line in path.read_text().splitlines():
         row = json.loads(line) if line.strip() else {}
         for key, values in curves.items():
-            if key in row and "epoch" in row:
-                values.append((int(row["epoch"]) + 1, float(row[key])))  # epochs counted from 1: the end of it
+            if key in row and "step" in row:
+                values.append((int(row["step"]), float(row[key])))
     return curves
 
 
 def _mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
-    """The mean over runs at every epoch that all of them logged."""
-    common = set.intersection(*[{e for e, _ in c} for c in curves]) if curves else set()
-    return [(e, statistics.fmean(dict(c)[e] for c in curves)) for e in sorted(common)]
+    """The mean over runs at every step that all of them logged."""
+    common = set.intersection(*[{step for step, _ in c} for c in curves]) if curves else set()
+    return [(step, statistics.fmean(dict(c)[step] for c in curves)) for step in sorted(common)]
 
 
-PANELS = (("loss", "training loss (perturbed, per epoch)"), ("val_error", "hold-out error (%)"),
+PANELS = (("loss", "training loss (as optimised)"), ("val_error", "hold-out error (%)"),
           ("val_nll", "hold-out NLL"))
 
 
 def plot_learning_curves(arms: dict[str, list[Run]], path: Path) -> bool:
-    """Three panels (training loss, hold-out error, hold-out NLL) against epochs, one colour per arm.
+    """Three panels (training loss, hold-out error, hold-out NLL) against the step, one colour per arm.
 
     Returns False, writing nothing, when no run logged curves.
     """
@@ -66,7 +67,7 @@ def plot_learning_curves(arms: dict[str, list[Run]], path: Path) -> bool:
                 ax.plot(*zip(*_mean_curve(series)), color=colour, linewidth=1.8,
                         label=f"{name} ({len(series)} seeds)")
     for ax, (key, title) in zip(axes, PANELS):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("training step")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
