@@ -346,7 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--models", default=None,
                         help=("comma-separated subset of the plan's models for the step times, eager and compiled "
-                              "(default: all), e.g. resnet50; the other parts are ResNet18's whatever it says"))
+                              "(default: all), e.g. resnet50; throughput, corruptions and CIFAR-10-C ignore it"))
     parser.add_argument("--executors", default=None,
                         help=("comma-separated subset of " + ",".join(gpu_measure.EXECUTOR_VARIANTS)
                               + " for the step times, eager and compiled (default: the plan's)"))
