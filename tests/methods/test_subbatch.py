@@ -198,6 +198,21 @@ def test_split_and_fused_agree_under_bf16_autocast():
     assert ((out["split"] - out["fused"]).norm() / out["fused"].norm()) < 0.02
 
 
+@pytest.mark.parametrize("name", ["damp", "sam"])
+def test_channels_last_gives_the_same_gradients_in_float64(name):
+    """The fused kernels keep channels_last activations channels_last; the math is the layout's
+    business only: fused on channels_last equals split on NCHW."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=10, in_channels=3, image_size=16).double()
+    x, y = torch.rand(8, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (8,))
+    build = lambda ex: methods.build(name, num_perturbations=4, executor=ex, **NOISY[name])  # noqa: E731
+    _, reference = grads(model, build("split"), x, y)
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    _, got = grads(last, build("fused"), x.contiguous(memory_format=torch.channels_last), y)
+    for a, b in zip(got, reference):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("executor", ["split", "fused"])
 @pytest.mark.parametrize("name", list(NOISY))
 def test_torch_compile_traces_each_pass_once(name, executor):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from damp.methods.sync_batchnorm import CPU_PIECE_BYTES, batch_statistics, statistics_pieces
+from damp.methods.sync_batchnorm import (CPU_PIECE_BYTES, SubBatchBatchNorm, batch_statistics,
+                                         statistics_pieces)
 
 
 def test_statistics_do_not_depend_on_the_slices_and_match_torch():
@@ -22,3 +24,25 @@ def test_cpu_slices_are_about_eight_mib_and_a_gpu_takes_one():
     assert statistics_pieces(torch.empty(128, 64, 32, 32)) == 4  # 32 MiB
     assert statistics_pieces(torch.empty(CPU_PIECE_BYTES // 4 + 1)) == 2
     assert statistics_pieces(torch.empty(128, 64, 32, 32, device="meta")) == 1
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_half_precision_keeps_its_dtype_and_layout_and_sums_in_float32(layout):
+    """bf16 activations are normalised without a float32 copy: float32 statistics, bf16 output and input
+    gradient in the input's memory format, within bf16 rounding of the float64 result."""
+    torch.manual_seed(0)
+    x = (torch.randn(16, 6, 5, 5, dtype=torch.float64) * 3 + 1).contiguous(memory_format=layout)
+    scale, shift, grad = torch.rand(4, 6) + 0.5, torch.randn(4, 6), torch.randn(16, 6, 5, 5)
+    out = {}
+    for dtype in (torch.float64, torch.bfloat16):
+        xd = x.to(dtype, copy=True).requires_grad_()
+        s, b = scale.clone().requires_grad_(), shift.clone().requires_grad_()
+        y, mean, var, _ = SubBatchBatchNorm.apply(xd, s, b, 1e-5, None, None)
+        (y.double() * grad).sum().backward()
+        out[dtype] = (y, xd.grad, s.grad, b.grad, mean, var)
+    y, grad_x, *_, mean, var = out[torch.bfloat16]
+    assert mean.dtype == var.dtype == torch.float32
+    assert y.dtype == grad_x.dtype == torch.bfloat16
+    assert y.is_contiguous(memory_format=layout) and grad_x.is_contiguous(memory_format=layout)
+    for half, full in zip(out[torch.bfloat16], out[torch.float64]):
+        assert (half.double() - full).abs().max() <= 0.01 * full.abs().max()

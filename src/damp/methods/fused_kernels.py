@@ -6,20 +6,30 @@ import torch
 import torch.nn.functional as F
 
 from damp.methods.copies import compute_dtype, copies_of, layer_same_for_all, materialize
-from damp.methods.split_kernels import WeightGrads, split_conv, split_linear
+from damp.methods.split_kernels import WeightGrads, is_channels_last, layout, split_conv, split_linear
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def _stack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
-    """(M * b, C, ...) -> (b, M * C, ...): sub-batch k becomes channel group k."""
+    """(M * b, C, ...) -> (b, M * C, ...): sub-batch k becomes channel group k, in x's memory format.
+
+    A channels_last ``x`` gives a channels_last result in one copy; as a contiguous result cuDNN
+    would convert it to channels_last and back around every grouped convolution.
+    """
     mb, c, *spatial = x.shape
+    if is_channels_last(x):  # memory (M, b, H, W, C) -> (b, H, W, M, C)
+        rows = x.permute(0, 2, 3, 1).reshape(m, mb // m, *spatial, c).permute(1, 2, 3, 0, 4)
+        return rows.reshape(mb // m, *spatial, m * c).permute(0, 3, 1, 2)
     return x.reshape(m, mb // m, c, *spatial).transpose(0, 1).reshape(mb // m, m * c, *spatial)
 
 
 def _unstack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
-    """(b, M * C, ...) -> (M * b, C, ...), the inverse of :func:`_stack_subbatches`."""
+    """(b, M * C, ...) -> (M * b, C, ...), the inverse of :func:`_stack_subbatches`, in x's memory format."""
     b, mc, *spatial = x.shape
+    if is_channels_last(x):  # memory (b, H, W, M, C) -> (M, b, H, W, C)
+        rows = x.permute(0, 2, 3, 1).reshape(b, *spatial, m, mc // m).permute(3, 0, 1, 2, 4)
+        return rows.reshape(m * b, *spatial, mc // m).permute(0, 3, 1, 2)
     return x.reshape(b, m, mc // m, *spatial).transpose(0, 1).reshape(m * b, mc // m, *spatial)
 
 
@@ -53,7 +63,7 @@ class FusedConv(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0] or weights.need_values:
             gi, gw, _ = torch.ops.aten.convolution_backward(
-                _stack_subbatches(grad, m).contiguous(), stacked,
+                _stack_subbatches(grad, m).contiguous(memory_format=layout(stacked)), stacked,
                 w.reshape(-1, *w.shape[2:]), None, *conv, c.groups * m,
                 [ctx.needs_input_grad[0], weights.need_values, False])
             grad_x = _unstack_subbatches(gi, m).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
@@ -63,7 +73,7 @@ class FusedConv(torch.autograd.Function):
                     weights.set_total(gw.view(w.shape).sum(0))
         if weights.whole_batch:
             weights.set_total(torch.ops.aten.convolution_backward(
-                grad.contiguous(), x, w[0], None, *conv, c.groups, [False, True, False])[1])
+                grad.contiguous(memory_format=layout(x)), x, w[0], None, *conv, c.groups, [False, True, False])[1])
         return grad_x, weights.per_copy, weights.total, None
 
 

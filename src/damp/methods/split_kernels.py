@@ -16,6 +16,16 @@ from torch import nn
 from damp.methods.copies import Copies, compute_dtype, copies_of, same_for_all
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether (B, C, H, W) ``x`` is stored channels_last (and not also NCHW-contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format a kernel's gradients are made contiguous in: x's, so cuDNN never converts."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
+
+
 class WeightGrads:
     """Collects the weight gradients of a split kernel: one per copy, their sum into the base, or both.
 
@@ -96,9 +106,9 @@ class SplitConv(torch.autograd.Function):
         weights = WeightGrads(ctx, w.shape[1:], w.device)
 
         def conv_backward(g, xk, wk, input_grad, weight_grad):
-            return torch.ops.aten.convolution_backward(g.contiguous(), xk, wk, None, c.stride, c.padding, c.dilation,
-                                                       False, [0] * len(c.stride), c.groups,
-                                                       [input_grad, weight_grad, False])[:2]
+            return torch.ops.aten.convolution_backward(g.contiguous(memory_format=layout(xk)), xk, wk, None,
+                                                       c.stride, c.padding, c.dilation, False, [0] * len(c.stride),
+                                                       c.groups, [input_grad, weight_grad, False])[:2]
 
         need_x = ctx.needs_input_grad[0]
         grad_x = conv_backward(grad, x, w[0], True, False)[0] if need_x and same else None

@@ -5,7 +5,9 @@ while DAMP, DAAP, SAM and ASAM run each sub-batch at its own weights. :class:`Su
 that in one autograd function: whole-batch statistics (all-reduced over a process group), then
 ``y = x * a_m + b_m`` for sub-batch m with ``a_m = gamma_m / sqrt(var + eps)``, one fused pass
 instead of a normalisation pass and a per-sub-batch affine pass. Its backward is the BatchNorm
-backward with the sub-batch scales folded in (two passes). SGD under torch.distributed uses the
+backward with the sub-batch scales folded in (two passes). On CUDA the passes are BatchNorm's own
+kernels (statistics, elementwise, backward reduce and elementwise), so half-precision activations
+are never promoted to float32 as a whole. SGD under torch.distributed uses the
 same function with one sub-batch (:func:`synced_batchnorm`).
 """
 
@@ -28,9 +30,14 @@ def process_group() -> dist.ProcessGroup | None:
     return None
 
 
-def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """Statistics of half-precision activations in float32; float64 stays float64."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+def _accumulate_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype BatchNorm's sums and per-channel terms use: float32 for half-precision ``x``, else x's.
+
+    Half-precision activations are never copied to float32 as a whole (on a GPU each such copy is a
+    full pass over the activation): the reductions accumulate in float32 and the elementwise passes
+    promote per element.
+    """
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def _all_reduce(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
@@ -62,14 +69,65 @@ def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: i
     """
     dims = [0, *range(2, x.dim())]
     count = x.numel() // x.shape[1] * (dist.get_world_size(group) if group is not None else 1)
-    mean = _all_reduce(x.sum(dims), group) / count
+    if x.is_cuda and group is None:  # BatchNorm's own one-pass (Welford) kernel, float32 for half x
+        mean, invstd = torch.batch_norm_stats(x, 0.0)
+        return mean.to(_accumulate_dtype(x)), invstd.to(_accumulate_dtype(x)).pow(-2), count
+    mean = _all_reduce(x.sum(dims, dtype=_accumulate_dtype(x)), group) / count
     centre = mean.view(1, -1, *[1] * (x.dim() - 2))
     pieces = statistics_pieces(x) if pieces is None else pieces
-    if pieces == 1:
+    if pieces == 1:  # x - centre promotes half-precision x to float32 per element
         squares = (x - centre).square_().sum(dims)
     else:
         squares = sum((piece - centre).square_().sum(dims) for piece in x.chunk(pieces))
     return mean, _all_reduce(squares, group) / count, count
+
+
+def _subbatch_view(x: torch.Tensor, m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (M, b, C, *) shape of (B, C, *) ``x`` and the (M, 1, C, 1...) shape of per-sub-batch channel terms."""
+    return (m, x.shape[0] // m, *x.shape[1:]), (m, 1, x.shape[1], *[1] * (x.dim() - 2))
+
+
+def _normalize(x: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor | None, mean: torch.Tensor,
+               rstd: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) * rstd * gamma[k] + shift[k]`` on sub-batch k; (M, C) gamma and shift; x's dtype and layout.
+
+    On CUDA, BatchNorm's own elementwise kernel per sub-batch (float32 math on half-precision x,
+    vectorised for channels_last); a generic mixed-dtype pass is several times slower there.
+    """
+    m = gamma.shape[0]
+    y = torch.empty_like(x)  # written through views, returned whole: a custom Function's output is no view
+    if x.is_cuda:
+        for k, (xk, yk) in enumerate(zip(x.chunk(m), y.chunk(m))):
+            torch.batch_norm_elemt(xk, gamma[k], None if shift is None else shift[k], mean, rstd, 0.0, out=yk)
+        return y
+    a = gamma * rstd  # (M, C)
+    b = (shift if shift is not None else 0) - mean * a
+    grouped, view = _subbatch_view(x, m)
+    torch.addcmul(b.view(view), x.reshape(grouped), a.view(view), out=y.view(grouped))
+    return y
+
+
+def _input_grad(g: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                sum_h: torch.Tensor, sum_h_xhat: torch.Tensor, count: int) -> torch.Tensor:
+    """dL/dx = rstd * (h - sum_h / N - x_hat * sum_h_xhat / N), h = gamma[k] * g on sub-batch k (N = count).
+
+    ``sum_h`` and ``sum_h_xhat`` are the whole batch's sums of h and h * x_hat (zero in eval mode).
+    """
+    m, c = gamma.shape
+    grouped, view = _subbatch_view(x, m)
+    if x.is_cuda:  # h in g's dtype (one pass), then BatchNorm's own backward kernel (float32 math)
+        h = torch.empty_like(g)
+        torch.mul(g.reshape(grouped), gamma.view(view), out=h.view(grouped))
+        counts = torch.full((1,), count, dtype=torch.int32, device=x.device)
+        return torch.batch_norm_backward_elemt(h, x, mean, rstd, None, sum_h, sum_h_xhat / rstd, counts)
+    coef_x = -rstd.square() * sum_h_xhat / count
+    const = -rstd * sum_h / count - coef_x * mean
+    shape = (1, 1, c, *[1] * (x.dim() - 2))
+    # Two passes: the x term in the accumulation dtype, then the g term written in x's dtype and layout.
+    x_term = torch.addcmul(const.view(shape), x.reshape(grouped), coef_x.view(shape))
+    grad_x = torch.empty_like(x)
+    torch.addcmul(x_term, g.reshape(grouped), (gamma * rstd).view(view), out=grad_x.view(grouped))
+    return grad_x
 
 
 class SubBatchBatchNorm(torch.autograd.Function):
@@ -83,21 +141,15 @@ class SubBatchBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, shift, eps, stats, group):
-        xf = _at_least_float32(x)
-        c = x.shape[1]
+        acc, c = _accumulate_dtype(x), x.shape[1]
         m = 1 if scale is None and shift is None else (scale if scale is not None else shift).shape[0]
         if stats is None:
-            mean, var, count = batch_statistics(xf, group)
+            mean, var, count = batch_statistics(x, group)
         else:
-            mean, var, count = stats[0].to(xf.dtype, copy=True), stats[1].to(xf.dtype, copy=True), 0
+            mean, var, count = stats[0].to(acc, copy=True), stats[1].to(acc, copy=True), 0
         rstd = torch.rsqrt(var + eps)
-        gamma = scale.to(xf.dtype) if scale is not None else xf.new_ones(m, c)
-        a = gamma * rstd  # (M, C)
-        b = (shift.to(xf.dtype) if shift is not None else 0) - mean * a
-        grouped = xf.reshape(m, x.shape[0] // m, *x.shape[1:])  # (M, b, C, *)
-        view = (m, 1, c, *[1] * (x.dim() - 2))
-        y = torch.empty_like(x)  # written through a view, returned whole: a custom Function's output is no view
-        torch.addcmul(b.view(view), grouped, a.view(view), out=y.view(grouped.shape))
+        gamma = scale.to(acc) if scale is not None else x.new_ones(m, c, dtype=acc)
+        y = _normalize(x, gamma, None if shift is None else shift.to(acc), mean, rstd)
         ctx.save_for_backward(x, gamma, mean, rstd)
         ctx.batch_stats, ctx.group, ctx.count = stats is None, group, count
         ctx.has_scale, ctx.has_shift = scale is not None, shift is not None
@@ -107,32 +159,25 @@ class SubBatchBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, _mean, _var, _count):
         x, gamma, mean, rstd = ctx.saved_tensors
-        xf = _at_least_float32(x)
         m, c = gamma.shape
-        gf = _at_least_float32(grad_y)
+        grad_y = grad_y.to(x.dtype)
         # Per sub-batch m: shift_grad[m] = sum of g, scale_grad[m] = sum of g * x_hat, from
-        # BatchNorm's own backward kernel on each slice (one pass, no temporary). The weight only
-        # enters grad_input, which is not asked for, but the CUDA kernel needs a defined one.
-        ones = xf.new_ones(c)
+        # BatchNorm's own backward kernel on each slice (one pass, no temporary, float32 sums for
+        # half-precision slices). The weight only enters grad_input, which is not asked for, but the
+        # CUDA kernel needs a defined one, in the statistics' dtype.
+        ones = mean.new_ones(c)
         sums = [torch.ops.aten.native_batch_norm_backward(gk, xk, ones, None, None, mean, rstd, True, 0.0,
                                                           [False, True, True])[1:]
-                for gk, xk in zip(gf.chunk(m), xf.chunk(m))]
+                for gk, xk in zip(grad_y.chunk(m), x.chunk(m))]
         scale_grad = torch.stack([t for t, _ in sums])  # (M, C)
         shift_grad = torch.stack([s for _, s in sums])
-        g = gf.reshape(m, x.shape[0] // m, *x.shape[1:])
-        grouped = xf.reshape(g.shape)
-        view = (m, 1, c, *[1] * (x.dim() - 2))
-        a = gamma * rstd
-        if ctx.batch_stats:  # the statistics depend on every sample: BatchNorm's two correction terms
+        if ctx.batch_stats:  # the statistics depend on every sample: BatchNorm's two correction sums
             sums = torch.stack([(gamma * shift_grad).sum(0), (gamma * scale_grad).sum(0)])
-            c1, c2 = _all_reduce(sums, ctx.group) / ctx.count
-            coef_x = -rstd.square() * c2
-            const = -rstd * c1 - coef_x * mean
+            sum_h, sum_h_xhat = _all_reduce(sums, ctx.group)
         else:
-            coef_x, const = torch.zeros_like(rstd), torch.zeros_like(rstd)
-        shape = (1, 1, c, *[1] * (x.dim() - 2))
-        grad_x = torch.addcmul(const.view(shape), grouped, coef_x.view(shape)).addcmul_(g, a.view(view))
-        return (grad_x.reshape(x.shape).to(x.dtype), scale_grad if ctx.has_scale else None,
+            sum_h = sum_h_xhat = torch.zeros_like(rstd)
+        grad_x = _input_grad(grad_y, x, gamma, mean, rstd, sum_h, sum_h_xhat, max(ctx.count, 1))
+        return (grad_x, scale_grad if ctx.has_scale else None,
                 shift_grad if ctx.has_shift else None, None, None, None)
 
 
