@@ -123,8 +123,11 @@ def _input_grad(g: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, mean: tor
     coef_x = -rstd.square() * sum_h_xhat / count
     const = -rstd * sum_h / count - coef_x * mean
     shape = (1, 1, c, *[1] * (x.dim() - 2))
-    # Two passes: the x term in the accumulation dtype, then the g term written in x's dtype and layout.
+    # Two passes: the x term in the accumulation dtype, then the g term, written in x's dtype and layout:
+    # in place when the dtypes agree (a second activation-sized buffer is faulted in afresh every step).
     x_term = torch.addcmul(const.view(shape), x.reshape(grouped), coef_x.view(shape))
+    if x_term.dtype == x.dtype:
+        return x_term.addcmul_(g.reshape(grouped), (gamma * rstd).view(view)).view(x.shape)
     grad_x = torch.empty_like(x)
     torch.addcmul(x_term, g.reshape(grouped), (gamma * rstd).view(view), out=grad_x.view(grouped))
     return grad_x
