@@ -215,22 +215,28 @@ def test_channels_last_gives_the_same_gradients_in_float64(name):
 
 @pytest.mark.parametrize("executor", ["split", "fused"])
 @pytest.mark.parametrize("name", list(NOISY))
-def test_torch_compile_traces_each_pass_once(name, executor):
-    """Five steps of a compiled BatchNorm model: one graph per forward pass, none after the first step."""
+@pytest.mark.parametrize("setting", ["fp32", "channels_last_bf16"])
+def test_torch_compile_traces_each_pass_once(name, executor, setting):
+    """Five steps of a compiled BatchNorm model: one graph per forward pass, none after the first step,
+    also channels_last under bf16 autocast (the GPU setting), where a non-contiguous ``out=`` breaks graphs."""
     import torch._dynamo
     import torch._dynamo.testing
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8, width=4)
+    model = build_model("small_cnn", num_classes=10, in_channels=3, image_size=8, width=4)
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    autocast = None
+    if setting == "channels_last_bf16":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.bfloat16
     counter = torch._dynamo.testing.CompileCounter()
     compiled = torch.compile(model, backend=counter)
     method = methods.build(name, num_perturbations=2, executor=executor, **NOISY[name])
-    x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
     graphs = []
     for _ in range(5):
         model.zero_grad()
-        method.backward(compiled, x, y, cross_entropy)
+        method.backward(compiled, x, y, cross_entropy, autocast_dtype=autocast)
         graphs.append(counter.frame_count)
     passes = 2 if name in ("sam", "asam") else 1
     assert graphs == [passes] * 5

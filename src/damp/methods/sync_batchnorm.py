@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from damp.methods.split_kernels import is_channels_last
+
 
 def process_group() -> dist.ProcessGroup | None:
     """The default group when several processes run, else None (nothing to synchronise)."""
@@ -82,54 +84,77 @@ def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: i
     return mean, _all_reduce(squares, group) / count, count
 
 
-def _subbatch_view(x: torch.Tensor, m: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The (M, b, C, *) shape of (B, C, *) ``x`` and the (M, 1, C, 1...) shape of per-sub-batch channel terms."""
-    return (m, x.shape[0] // m, *x.shape[1:]), (m, 1, x.shape[1], *[1] * (x.dim() - 2))
+def _grouped(t: torch.Tensor, m: int, channels_last: bool) -> torch.Tensor:
+    """(B, C, *) ``t`` as (M, b, ...) in memory order: (M, b, H, W, C) when channels_last, else (M, b, C, *).
+
+    A dense tensor's grouping is then a contiguous view, which ``out=`` may write through without
+    ``torch.compile`` breaking the graph (it refuses non-contiguous ``out=`` tensors).
+    """
+    if channels_last:
+        t = t.permute(0, 2, 3, 1)
+    return t.reshape(m, t.shape[0] // m, *t.shape[1:])
+
+
+def _ungrouped(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The inverse of :func:`_grouped`: (B, C, *) again."""
+    t = t.reshape(-1, *t.shape[2:])
+    return t.permute(0, 3, 1, 2) if channels_last else t
+
+
+def _channel_terms(coef: torch.Tensor, dims: int, channels_last: bool) -> torch.Tensor:
+    """(M, C) or (C,) per-channel terms, broadcastable against a :func:`_grouped` tensor of ``dims`` + 1 dims."""
+    m, c = (coef.shape[0] if coef.dim() == 2 else 1), coef.shape[-1]
+    ones = [1] * (dims - 2)
+    return coef.view(m, 1, *ones, c) if channels_last else coef.view(m, 1, c, *ones)
 
 
 def _normalize(x: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor | None, mean: torch.Tensor,
                rstd: torch.Tensor) -> torch.Tensor:
     """``(x - mean) * rstd * gamma[k] + shift[k]`` on sub-batch k; (M, C) gamma and shift; x's dtype and layout.
 
-    On CUDA, BatchNorm's own elementwise kernel per sub-batch (float32 math on half-precision x,
-    vectorised for channels_last); a generic mixed-dtype pass is several times slower there.
+    On CUDA, eagerly, BatchNorm's own elementwise kernel per sub-batch (float32 math on half-precision
+    x, vectorised for channels_last); a generic mixed-dtype pass is several times slower there. Under
+    ``torch.compile`` the generic pass, which inductor fuses.
     """
     m = gamma.shape[0]
     y = torch.empty_like(x)  # written through views, returned whole: a custom Function's output is no view
-    if x.is_cuda:
+    if x.is_cuda and not torch.compiler.is_compiling():
         for k, (xk, yk) in enumerate(zip(x.chunk(m), y.chunk(m))):
             torch.batch_norm_elemt(xk, gamma[k], None if shift is None else shift[k], mean, rstd, 0.0, out=yk)
         return y
+    last = is_channels_last(x)
     a = gamma * rstd  # (M, C)
     b = (shift if shift is not None else 0) - mean * a
-    grouped, view = _subbatch_view(x, m)
-    torch.addcmul(b.view(view), x.reshape(grouped), a.view(view), out=y.view(grouped))
+    torch.addcmul(_channel_terms(b, x.dim(), last), _grouped(x, m, last), _channel_terms(a, x.dim(), last),
+                  out=_grouped(y, m, last))
     return y
 
 
 def _input_grad(g: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                sum_h: torch.Tensor, sum_h_xhat: torch.Tensor, count: int) -> torch.Tensor:
+                sum_h: torch.Tensor, sum_h_xhat: torch.Tensor, count: int, last: bool) -> torch.Tensor:
     """dL/dx = rstd * (h - sum_h / N - x_hat * sum_h_xhat / N), h = gamma[k] * g on sub-batch k (N = count).
 
     ``sum_h`` and ``sum_h_xhat`` are the whole batch's sums of h and h * x_hat (zero in eval mode).
+    The result has x's dtype and layout; ``last`` says whether x is channels_last (known from the forward:
+    dynamo cannot trace a layout query on a saved tensor in the backward).
     """
-    m, c = gamma.shape
-    grouped, view = _subbatch_view(x, m)
-    if x.is_cuda:  # h in g's dtype (one pass), then BatchNorm's own backward kernel (float32 math)
-        h = torch.empty_like(g)
-        torch.mul(g.reshape(grouped), gamma.view(view), out=h.view(grouped))
+    m, dims = gamma.shape[0], x.dim()
+    if x.is_cuda:  # h in x's dtype (one pass), then BatchNorm's own backward kernel (float32 math)
+        h = torch.empty_like(x)
+        torch.mul(_grouped(g, m, last), _channel_terms(gamma, dims, last), out=_grouped(h, m, last))
         counts = torch.full((1,), count, dtype=torch.int32, device=x.device)
         return torch.batch_norm_backward_elemt(h, x, mean, rstd, None, sum_h, sum_h_xhat / rstd, counts)
     coef_x = -rstd.square() * sum_h_xhat / count
     const = -rstd * sum_h / count - coef_x * mean
-    shape = (1, 1, c, *[1] * (x.dim() - 2))
     # Two passes: the x term in the accumulation dtype, then the g term, written in x's dtype and layout:
     # in place when the dtypes agree (a second activation-sized buffer is faulted in afresh every step).
-    x_term = torch.addcmul(const.view(shape), x.reshape(grouped), coef_x.view(shape))
+    x_term = torch.addcmul(_channel_terms(const, dims, last), _grouped(x, m, last),
+                           _channel_terms(coef_x, dims, last))
+    g_term = (_grouped(g, m, last), _channel_terms(gamma * rstd, dims, last))
     if x_term.dtype == x.dtype:
-        return x_term.addcmul_(g.reshape(grouped), (gamma * rstd).view(view)).view(x.shape)
+        return _ungrouped(x_term.addcmul_(*g_term), last)
     grad_x = torch.empty_like(x)
-    torch.addcmul(x_term, g.reshape(grouped), (gamma * rstd).view(view), out=grad_x.view(grouped))
+    torch.addcmul(x_term, *g_term, out=_grouped(grad_x, m, last))
     return grad_x
 
 
@@ -154,7 +179,7 @@ class SubBatchBatchNorm(torch.autograd.Function):
         gamma = scale.to(acc) if scale is not None else x.new_ones(m, c, dtype=acc)
         y = _normalize(x, gamma, None if shift is None else shift.to(acc), mean, rstd)
         ctx.save_for_backward(x, gamma, mean, rstd)
-        ctx.batch_stats, ctx.group, ctx.count = stats is None, group, count
+        ctx.batch_stats, ctx.group, ctx.count, ctx.channels_last = stats is None, group, count, is_channels_last(x)
         ctx.has_scale, ctx.has_shift = scale is not None, shift is not None
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var, count
@@ -179,7 +204,8 @@ class SubBatchBatchNorm(torch.autograd.Function):
             sum_h, sum_h_xhat = _all_reduce(sums, ctx.group)
         else:
             sum_h = sum_h_xhat = torch.zeros_like(rstd)
-        grad_x = _input_grad(grad_y, x, gamma, mean, rstd, sum_h, sum_h_xhat, max(ctx.count, 1))
+        grad_x = _input_grad(grad_y, x, gamma, mean, rstd, sum_h, sum_h_xhat, max(ctx.count, 1),
+                             ctx.channels_last)
         return (grad_x, scale_grad if ctx.has_scale else None,
                 shift_grad if ctx.has_shift else None, None, None, None)
 
