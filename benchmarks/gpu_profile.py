@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_profile.py --model resnet50 --variants sgd,damp_fused,damp_split --out FILE.json
     python benchmarks/gpu_profile.py --device cpu --batch 8 --warmup 1 --steps 1   # a quick check
+    python benchmarks/gpu_profile.py --model resnet50 --batchnorm-kernels generic  # A/B the BatchNorm paths
 
 The GPU suite gives each method's step time against SGD; this says why a ratio is what it is. Per
 variant it reports the wall time of a step, the device time its kernels took (on CUDA), how many
@@ -24,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import gpu_measure  # benchmarks/gpu_measure.py, next to this script
 from gpu_suite import PLANS  # the suite owns the models' shapes
+from damp.methods import sync_batchnorm
 from damp.runtime import autocast_dtype
 from damp.speed import build_variant, time_steps, train_step
 
@@ -80,6 +82,7 @@ def profile_model(model_name: str, device: torch.device, variants: list[str], *,
                                                         num_classes=shape["num_classes"],
                                                         channels_last=settings["channels_last"])
     out = {"model": model_name, **shape, "num_perturbations": m, **settings,
+           "batchnorm_kernels": "native" if sync_batchnorm.NATIVE_CUDA_KERNELS else "generic",
            "environment": gpu_measure.environment(device), "variants": {}}
     for name in variants:
         try:
@@ -92,7 +95,8 @@ def profile_model(model_name: str, device: torch.device, variants: list[str], *,
 
 def table(result: dict) -> str:
     """A short text digest: one line per variant, then its costliest operators."""
-    lines = [f"{result['model']}, batch {result['batch']}, {result['image_size']} px, {result['precision']}"]
+    lines = [f"{result['model']}, batch {result['batch']}, {result['image_size']} px, {result['precision']}, "
+             f"{result['batchnorm_kernels']} sub-batch BatchNorm kernels"]
     for name, row in result["variants"].items():
         if "error" in row:
             lines.append(f"{name}: {row['error']}")
@@ -115,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="unprofiled steps first (cuDNN autotuning)")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps per variant")
     parser.add_argument("--out", default=None, help="also write the figures as JSON")
+    parser.add_argument("--batchnorm-kernels", choices=("native", "generic"), default="native",
+                        help="the sub-batch BatchNorm's passes on CUDA: BatchNorm's own kernels (the default) "
+                             "or the generic elementwise passes that CPU and torch.compile use")
     args = parser.parse_args(argv)
+    sync_batchnorm.NATIVE_CUDA_KERNELS = args.batchnorm_kernels == "native"
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_profile.py: --device cuda requested but no CUDA device is available", file=sys.stderr)
         return 2

@@ -150,12 +150,13 @@ PROFILE = REPO / "benchmarks" / "gpu_profile.py"
 def test_profile_reports_wall_time_and_costliest_operators_per_variant(tmp_path):
     out = tmp_path / "profile.json"
     proc = subprocess.run([sys.executable, str(PROFILE), "--device", "cpu", "--batch", "8", "--warmup", "1",
-                           "--steps", "1", "--variants", "sgd,damp_split", "--out", str(out)],
+                           "--steps", "1", "--variants", "sgd,damp_split", "--out", str(out),
+                           "--batchnorm-kernels", "generic"],
                           capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert set(result["variants"]) == {"sgd", "damp_split"}
+    assert set(result["variants"]) == {"sgd", "damp_split"} and result["batchnorm_kernels"] == "generic"
     for row in result["variants"].values():
         assert row["wall_ms"] > 0 and row["kernel_ms"] is None and row["top"]
         assert all(r["ms"] >= 0 and r["calls"] > 0 for r in row["top"])

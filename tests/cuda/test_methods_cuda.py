@@ -239,3 +239,34 @@ def test_cuda_draws_differ_from_cpu_draws():
     on_cpu = method.draw(p, range(2), torch.device("cpu"))[0]
     assert not torch.equal(on_cuda, on_cpu)
     assert method.step == 0  # draw() does not advance the step: the reference sees step 0's noise
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native_kernels", "generic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_subbatch_batchnorm_matches_cpu_with_a_constant_channel(dtype, native, monkeypatch):
+    """The CUDA BatchNorm kernels against the CPU passes in float64, with one constant channel (variance 0,
+    which the statistics kernel reports as invstd = 0) and channels_last: finite values that agree, and
+    running statistics that stay finite over two steps."""
+    from damp.methods import sync_batchnorm
+
+    monkeypatch.setattr(sync_batchnorm, "NATIVE_CUDA_KERNELS", native)
+    torch.manual_seed(0)
+    x = torch.randn(16, 6, 5, 5, dtype=torch.float64) * 2 + 1
+    x[:, 2] = 0.5
+    scale, shift, grad = torch.rand(4, 6) + 0.5, torch.randn(4, 6), torch.randn(16, 6, 5, 5)
+    out = {}
+    for device, dt in (("cpu", torch.float64), ("cuda", dtype)):
+        xd = x.to(device, dt, copy=True).contiguous(memory_format=torch.channels_last).requires_grad_()
+        s, b = scale.to(device, copy=True).requires_grad_(), shift.to(device, copy=True).requires_grad_()
+        y, mean, var, _ = sync_batchnorm.SubBatchBatchNorm.apply(xd, s, b, 1e-5, None, None)
+        (y.double() * grad.to(device)).sum().backward()
+        out[device] = [t.detach().double().cpu() for t in (y, xd.grad, s.grad, b.grad, mean, var)]
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for got, want in zip(out["cuda"], out["cpu"]):
+        assert torch.isfinite(got).all()
+        assert (got - want).abs().max() <= tol * max(want.abs().max(), 1.0)
+    norm = nn.BatchNorm2d(6).cuda()
+    for _ in range(2):
+        sync_batchnorm.subbatch_batch_norm(norm, x.cuda().float(), scale.cuda(), shift.cuda(), None)
+    assert torch.isfinite(norm.running_var).all()
+    assert abs(float(norm.running_var[2]) - 0.9 ** 2) < 1e-5  # momentum 0.1 from 1 towards the variance 0

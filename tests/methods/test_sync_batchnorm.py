@@ -26,13 +26,15 @@ def test_cpu_slices_are_about_eight_mib_and_a_gpu_takes_one():
     assert statistics_pieces(torch.empty(128, 64, 32, 32, device="meta")) == 1
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last, torch.channels_last_3d],
+                         ids=["nchw", "channels_last", "channels_last_3d"])
 def test_half_precision_keeps_its_dtype_and_layout_and_sums_in_float32(layout):
     """bf16 activations are normalised without a float32 copy: float32 statistics, bf16 output and input
     gradient in the input's memory format, within bf16 rounding of the float64 result."""
     torch.manual_seed(0)
-    x = (torch.randn(16, 6, 5, 5, dtype=torch.float64) * 3 + 1).contiguous(memory_format=layout)
-    scale, shift, grad = torch.rand(4, 6) + 0.5, torch.randn(4, 6), torch.randn(16, 6, 5, 5)
+    shape = (16, 6, 3, 5, 5) if layout == torch.channels_last_3d else (16, 6, 5, 5)
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 1).contiguous(memory_format=layout)
+    scale, shift, grad = torch.rand(4, 6) + 0.5, torch.randn(4, 6), torch.randn(shape)
     out = {}
     for dtype in (torch.float64, torch.bfloat16):
         xd = x.to(dtype, copy=True).requires_grad_()

@@ -20,7 +20,8 @@ def _stack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
     mb, c, *spatial = x.shape
     if is_channels_last(x):  # memory (M, b, H, W, C) -> (b, H, W, M, C)
         rows = x.permute(0, 2, 3, 1).reshape(m, mb // m, *spatial, c).permute(1, 2, 3, 0, 4)
-        return rows.reshape(mb // m, *spatial, m * c).permute(0, 3, 1, 2)
+        stacked = rows.reshape(mb // m, *spatial, m * c).permute(0, 3, 1, 2)
+        return stacked.contiguous(memory_format=torch.channels_last)  # a no-op unless b = 1 kept a view
     return x.reshape(m, mb // m, c, *spatial).transpose(0, 1).reshape(mb // m, m * c, *spatial)
 
 
@@ -29,7 +30,8 @@ def _unstack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
     b, mc, *spatial = x.shape
     if is_channels_last(x):  # memory (b, H, W, M, C) -> (M, b, H, W, C)
         rows = x.permute(0, 2, 3, 1).reshape(b, *spatial, m, mc // m).permute(3, 0, 1, 2, 4)
-        return rows.reshape(m * b, *spatial, mc // m).permute(0, 3, 1, 2)
+        unstacked = rows.reshape(m * b, *spatial, mc // m).permute(0, 3, 1, 2)
+        return unstacked.contiguous(memory_format=torch.channels_last)  # as in _stack_subbatches
     return x.reshape(b, m, mc // m, *spatial).transpose(0, 1).reshape(m * b, mc // m, *spatial)
 
 

@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from damp.methods.split_kernels import is_channels_last
 
 
 def process_group() -> dist.ProcessGroup | None:
@@ -35,11 +34,22 @@ def process_group() -> dist.ProcessGroup | None:
 def _accumulate_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype BatchNorm's sums and per-channel terms use: float32 for half-precision ``x``, else x's.
 
-    Half-precision activations are never copied to float32 as a whole (on a GPU each such copy is a
-    full pass over the activation): the reductions accumulate in float32 and the elementwise passes
-    promote per element.
+    Half-precision activations are never converted to a float32 copy before a pass (on a GPU each
+    conversion is one more pass over the activation): reductions accumulate in float32 and
+    elementwise passes promote per element.
     """
     return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+# Eager CUDA runs BatchNorm's own kernels (statistics, elementwise, backward); False forces the generic
+# passes everywhere, for A/B timings (benchmarks/gpu_profile.py --batchnorm-kernels generic).
+NATIVE_CUDA_KERNELS = True
+
+
+def _native_cuda(x: torch.Tensor) -> bool:
+    """Whether BatchNorm's CUDA kernels apply: eager CUDA. Under ``torch.compile`` the generic passes,
+    which inductor fuses (the CUDA-only kernels have no fake-tensor implementation to trace)."""
+    return NATIVE_CUDA_KERNELS and x.is_cuda and not torch.compiler.is_compiling()
 
 
 def _all_reduce(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
@@ -67,13 +77,16 @@ def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: i
 
     Two passes (the mean, then the centred squares), which keeps float32 variances accurate. The
     centred squares are summed over ``pieces`` slices of the batch (default :func:`statistics_pieces`),
-    so their temporary stays small; ``torch.var_mean`` is 2-10x slower.
+    so their temporary stays small; ``torch.var_mean`` is 2-10x slower. Eager CUDA without a group
+    uses BatchNorm's one-pass (Welford) kernel instead, and ignores ``pieces``.
     """
     dims = [0, *range(2, x.dim())]
     count = x.numel() // x.shape[1] * (dist.get_world_size(group) if group is not None else 1)
-    if x.is_cuda and group is None:  # BatchNorm's own one-pass (Welford) kernel, float32 for half x
+    if _native_cuda(x) and group is None:  # float32 statistics for half-precision x
         mean, invstd = torch.batch_norm_stats(x, 0.0)
-        return mean.to(_accumulate_dtype(x)), invstd.to(_accumulate_dtype(x)).pow(-2), count
+        invstd = invstd.to(_accumulate_dtype(x))
+        # With eps = 0 the kernel reports a constant channel (variance 0) as invstd = 0, not inf.
+        return mean.to(invstd.dtype), torch.where(invstd > 0, invstd.pow(-2), 0.0), count
     mean = _all_reduce(x.sum(dims, dtype=_accumulate_dtype(x)), group) / count
     centre = mean.view(1, -1, *[1] * (x.dim() - 2))
     pieces = statistics_pieces(x) if pieces is None else pieces
@@ -84,21 +97,27 @@ def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: i
     return mean, _all_reduce(squares, group) / count, count
 
 
+def _stored_channels_last(x: torch.Tensor) -> bool:
+    """Whether (B, C, H, W) or (B, C, D, H, W) ``x`` is stored channels-last (and not also contiguous)."""
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    return layout is not None and not x.is_contiguous() and x.is_contiguous(memory_format=layout)
+
+
 def _grouped(t: torch.Tensor, m: int, channels_last: bool) -> torch.Tensor:
-    """(B, C, *) ``t`` as (M, b, ...) in memory order: (M, b, H, W, C) when channels_last, else (M, b, C, *).
+    """(B, C, *) ``t`` as (M, b, ...) in memory order: (M, b, *, C) when channels-last, else (M, b, C, *).
 
     A dense tensor's grouping is then a contiguous view, which ``out=`` may write through without
     ``torch.compile`` breaking the graph (it refuses non-contiguous ``out=`` tensors).
     """
     if channels_last:
-        t = t.permute(0, 2, 3, 1)
+        t = t.permute(0, *range(2, t.dim()), 1)
     return t.reshape(m, t.shape[0] // m, *t.shape[1:])
 
 
 def _ungrouped(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """The inverse of :func:`_grouped`: (B, C, *) again."""
     t = t.reshape(-1, *t.shape[2:])
-    return t.permute(0, 3, 1, 2) if channels_last else t
+    return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1)) if channels_last else t
 
 
 def _channel_terms(coef: torch.Tensor, dims: int, channels_last: bool) -> torch.Tensor:
@@ -118,11 +137,11 @@ def _normalize(x: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor | None,
     """
     m = gamma.shape[0]
     y = torch.empty_like(x)  # written through views, returned whole: a custom Function's output is no view
-    if x.is_cuda and not torch.compiler.is_compiling():
+    if _native_cuda(x):
         for k, (xk, yk) in enumerate(zip(x.chunk(m), y.chunk(m))):
             torch.batch_norm_elemt(xk, gamma[k], None if shift is None else shift[k], mean, rstd, 0.0, out=yk)
         return y
-    last = is_channels_last(x)
+    last = _stored_channels_last(x)
     a = gamma * rstd  # (M, C)
     b = (shift if shift is not None else 0) - mean * a
     torch.addcmul(_channel_terms(b, x.dim(), last), _grouped(x, m, last), _channel_terms(a, x.dim(), last),
@@ -139,7 +158,7 @@ def _input_grad(g: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, mean: tor
     dynamo cannot trace a layout query on a saved tensor in the backward).
     """
     m, dims = gamma.shape[0], x.dim()
-    if x.is_cuda:  # h in x's dtype (one pass), then BatchNorm's own backward kernel (float32 math)
+    if _native_cuda(x):  # h in x's dtype (one pass), then BatchNorm's own backward kernel (float32 math)
         h = torch.empty_like(x)
         torch.mul(_grouped(g, m, last), _channel_terms(gamma, dims, last), out=_grouped(h, m, last))
         counts = torch.full((1,), count, dtype=torch.int32, device=x.device)
@@ -179,7 +198,7 @@ class SubBatchBatchNorm(torch.autograd.Function):
         gamma = scale.to(acc) if scale is not None else x.new_ones(m, c, dtype=acc)
         y = _normalize(x, gamma, None if shift is None else shift.to(acc), mean, rstd)
         ctx.save_for_backward(x, gamma, mean, rstd)
-        ctx.batch_stats, ctx.group, ctx.count, ctx.channels_last = stats is None, group, count, is_channels_last(x)
+        ctx.batch_stats, ctx.group, ctx.count, ctx.channels_last = stats is None, group, count, _stored_channels_last(x)
         ctx.has_scale, ctx.has_shift = scale is not None, shift is not None
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var, count
