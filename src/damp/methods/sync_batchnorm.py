@@ -5,10 +5,11 @@ while DAMP, DAAP, SAM and ASAM run each sub-batch at its own weights. :class:`Su
 that in one autograd function: whole-batch statistics (all-reduced over a process group), then
 ``y = x * a_m + b_m`` for sub-batch m with ``a_m = gamma_m / sqrt(var + eps)``, one fused pass
 instead of a normalisation pass and a per-sub-batch affine pass. Its backward is the BatchNorm
-backward with the sub-batch scales folded in (two passes). On CUDA the passes are BatchNorm's own
-kernels (statistics, elementwise, backward reduce and elementwise), so half-precision activations
-are never promoted to float32 as a whole. SGD under torch.distributed uses the
-same function with one sub-batch (:func:`synced_batchnorm`).
+backward with the sub-batch scales folded in (two passes). On eager CUDA the passes are BatchNorm's
+own kernels (statistics, elementwise, backward reduce and elementwise); on CPU and under
+``torch.compile`` they are generic elementwise passes, which promote half precision per element
+(no float32 copy of an activation first). SGD under torch.distributed uses the same function with
+one sub-batch (:func:`synced_batchnorm`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
-
 
 
 def process_group() -> dist.ProcessGroup | None:
