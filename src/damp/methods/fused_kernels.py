@@ -18,7 +18,7 @@ def _stack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
     would convert it to channels_last and back around every grouped convolution.
     """
     mb, c, *spatial = x.shape
-    if is_channels_last(x):  # memory (M, b, H, W, C) -> (b, H, W, M, C)
+    if x.dim() == 4 and is_channels_last(x):  # memory (M, b, H, W, C) -> (b, H, W, M, C)
         rows = x.permute(0, 2, 3, 1).reshape(m, mb // m, *spatial, c).permute(1, 2, 3, 0, 4)
         stacked = rows.reshape(mb // m, *spatial, m * c).permute(0, 3, 1, 2)
         return stacked.contiguous(memory_format=torch.channels_last)  # a no-op unless b = 1 kept a view
@@ -28,7 +28,7 @@ def _stack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
 def _unstack_subbatches(x: torch.Tensor, m: int) -> torch.Tensor:
     """(b, M * C, ...) -> (M * b, C, ...), the inverse of :func:`_stack_subbatches`, in x's memory format."""
     b, mc, *spatial = x.shape
-    if is_channels_last(x):  # memory (b, H, W, M, C) -> (M, b, H, W, C)
+    if x.dim() == 4 and is_channels_last(x):  # memory (b, H, W, M, C) -> (M, b, H, W, C)
         rows = x.permute(0, 2, 3, 1).reshape(b, *spatial, m, mc // m).permute(3, 0, 1, 2, 4)
         unstacked = rows.reshape(m * b, *spatial, mc // m).permute(0, 3, 1, 2)
         return unstacked.contiguous(memory_format=torch.channels_last)  # as in _stack_subbatches

@@ -16,14 +16,18 @@ from torch import nn
 from damp.methods.copies import Copies, compute_dtype, copies_of, same_for_all
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def is_channels_last(x: torch.Tensor) -> bool:
-    """Whether (B, C, H, W) ``x`` is stored channels_last (and not also NCHW-contiguous)."""
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    """Whether (B, C, H, W) or (B, C, D, H, W) ``x`` is stored channels-last (and not also contiguous)."""
+    layout = _CHANNELS_LAST.get(x.dim())
+    return layout is not None and not x.is_contiguous() and x.is_contiguous(memory_format=layout)
 
 
 def layout(x: torch.Tensor) -> torch.memory_format:
     """The memory format a kernel's gradients are made contiguous in: x's, so cuDNN never converts."""
-    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    return _CHANNELS_LAST[x.dim()] if is_channels_last(x) else torch.contiguous_format
 
 
 class WeightGrads:

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from damp.methods.split_kernels import is_channels_last
+
 
 def process_group() -> dist.ProcessGroup | None:
     """The default group when several processes run, else None (nothing to synchronise)."""
@@ -97,12 +99,6 @@ def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: i
     return mean, _all_reduce(squares, group) / count, count
 
 
-def _stored_channels_last(x: torch.Tensor) -> bool:
-    """Whether (B, C, H, W) or (B, C, D, H, W) ``x`` is stored channels-last (and not also contiguous)."""
-    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
-    return layout is not None and not x.is_contiguous() and x.is_contiguous(memory_format=layout)
-
-
 def _grouped(t: torch.Tensor, m: int, channels_last: bool) -> torch.Tensor:
     """(B, C, *) ``t`` as (M, b, ...) in memory order: (M, b, *, C) when channels-last, else (M, b, C, *).
 
@@ -141,7 +137,7 @@ def _normalize(x: torch.Tensor, gamma: torch.Tensor, shift: torch.Tensor | None,
         for k, (xk, yk) in enumerate(zip(x.chunk(m), y.chunk(m))):
             torch.batch_norm_elemt(xk, gamma[k], None if shift is None else shift[k], mean, rstd, 0.0, out=yk)
         return y
-    last = _stored_channels_last(x)
+    last = is_channels_last(x)
     a = gamma * rstd  # (M, C)
     b = (shift if shift is not None else 0) - mean * a
     torch.addcmul(_channel_terms(b, x.dim(), last), _grouped(x, m, last), _channel_terms(a, x.dim(), last),
@@ -198,7 +194,7 @@ class SubBatchBatchNorm(torch.autograd.Function):
         gamma = scale.to(acc) if scale is not None else x.new_ones(m, c, dtype=acc)
         y = _normalize(x, gamma, None if shift is None else shift.to(acc), mean, rstd)
         ctx.save_for_backward(x, gamma, mean, rstd)
-        ctx.batch_stats, ctx.group, ctx.count, ctx.channels_last = stats is None, group, count, _stored_channels_last(x)
+        ctx.batch_stats, ctx.group, ctx.count, ctx.channels_last = stats is None, group, count, is_channels_last(x)
         ctx.has_scale, ctx.has_shift = scale is not None, shift is not None
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var, count
