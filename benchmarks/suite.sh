@@ -14,6 +14,8 @@
 #                        (benchmarks/converged_pilot.py). Many calls: --budget-minutes defaults to 60 here.
 #        cifar10         the paper's ResNet18 CIFAR-10 setup (configs/cifar10_resnet18, 300 epochs): for GPUs
 #                        and the CIFAR-10 python files (--data-root).
+# The report part of a Fashion-MNIST suite also sets its verdicts beside the other Fashion-MNIST suite's finished arms
+# ("The two regimes" in RESULTS.md), when both write to their default results/SUITE/runs.
 # --budget-minutes N: no run starts after N minutes of the call (then exit 75); run the same command again to
 #                        continue. Both Fashion-MNIST suites write their runs to results/SUITE/runs (records
 #                        committed, checkpoints git-ignored), so a suite goes on on another machine.
@@ -127,7 +129,14 @@ START=$SECONDS
 for part in "${PARTS[@]}"; do
   case "$part" in
     report)
-      "$DAMP" report "$OUT"/*/ --out "$RESULTS" --claims --title "$TITLE" \
+      regimes=()  # docs/evidence.md: each Fashion-MNIST suite's verdicts beside the other's finished arms
+      if [[ $OUT == results/$SUITE/runs && $SUITE == fashion_mnist* ]]; then
+        other=fashion_mnist_converged; name=under-fitted; other_name=converged
+        [[ $SUITE == fashion_mnist_converged ]] && { other=fashion_mnist; name=converged; other_name=under-fitted; }
+        mkdir -p "results/$other/runs"
+        regimes=(--regime "$name" --other-regime "$other_name=results/$other/runs")
+      fi
+      "$DAMP" report "$OUT"/*/ --out "$RESULTS" --claims --title "$TITLE" "${regimes[@]}" \
         --command "bash benchmarks/suite.sh $SUITE${FROST_DIR:+ --frost-dir DIR}${DATA_ROOT:+ --data-root DIR}" ;;
     sgd|dropout|damp|daap|sam|asam|sgd_zoom_blur|sgd_gaussian_noise|rwp|mrwp|augmix|damp_augmix)
       echo "== $part" >&2

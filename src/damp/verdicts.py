@@ -84,6 +84,22 @@ def uninformative_corruptions(sgd: list[Run]) -> tuple[dict[str, float], list[st
     return rises, [n for n, rise in rises.items() if rise < INFORMATIVE_RISE]
 
 
+def protocol_claims(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> list[tuple[str, str, str]]:
+    """(heading, verdict, paragraph) of every protocol verdict whose arms are present."""
+    claims = []
+    for other in ("sgd", "dropout"):
+        if "damp" in arms and other in arms:
+            claims.append((f"DAMP vs {other} (claim 1)",
+                           *claim_lower_without_losing_clean(arms["damp"], arms[other], other)))
+    if "damp" in arms and "daap" in arms:
+        grid = tuning + arms["damp"] + arms["daap"]
+        claims.append(("DAMP vs DAAP at matched clean error (claim 3)", *claim_damp_dominates_daap(
+            [r for r in grid if arm_of(r) == "damp"], [r for r in grid if arm_of(r) == "daap"])))
+    if "damp" in arms and "sgd" in arms:
+        claims.append(("DAMP at SGD's cost (claims 4, 5)", *claim_cost(arms["damp"], arms["sgd"])))
+    return claims
+
+
 def protocol_section(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> list[str]:
     """RESULTS.md lines: the corruption check, then every verdict of docs/evidence.md."""
     rises, flat = uninformative_corruptions(arms["sgd"])
@@ -92,17 +108,6 @@ def protocol_section(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> l
              + ", ".join(f"{n} {v:+.1f}" for n, v in rises.items()) + ".",
              ("Uninformative here (less than " + f"{INFORMATIVE_RISE:g} pt): " + ", ".join(flat) + ".") if flat
              else f"Every corruption raises SGD's error by at least {INFORMATIVE_RISE:g} pt.", ""]
-    claims = []
-    for other in ("sgd", "dropout"):
-        if "damp" in arms and other in arms:
-            claims.append((f"DAMP vs {other} (claim 1)", claim_lower_without_losing_clean(arms["damp"], arms[other],
-                                                                                        other)))
-    if "damp" in arms and "daap" in arms:
-        grid = tuning + arms["damp"] + arms["daap"]
-        claims.append(("DAMP vs DAAP at matched clean error (claim 3)", claim_damp_dominates_daap(
-            [r for r in grid if arm_of(r) == "damp"], [r for r in grid if arm_of(r) == "daap"])))
-    if "damp" in arms:
-        claims.append(("DAMP at SGD's cost (claims 4, 5)", claim_cost(arms["damp"], arms["sgd"])))
-    for heading, (verdict, text) in claims:
+    for heading, verdict, text in protocol_claims(arms, tuning, arm_of):
         lines += [f"### {heading}", "", f"**{verdict.capitalize()}.** {text}", ""]
     return lines

@@ -103,14 +103,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _other_regimes(args: argparse.Namespace) -> dict[str, str]:
+    """{name: directory} from --other-regime NAME=DIR, checked before anything is written."""
+    if (args.regime or args.other_regime) and not args.claims:
+        raise ValueError("--regime and --other-regime need --claims")
+    if args.other_regime and not args.regime:
+        raise ValueError("--other-regime needs --regime (this suite's name)")
+    others = {}
+    for item in args.other_regime:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise ValueError(f"--other-regime: expected NAME=DIR, got {item!r}")
+        if not Path(directory).is_dir():
+            raise NotADirectoryError(f"--other-regime {name}: {directory} is not a directory")
+        others[name] = directory
+    return others
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from damp.report import comparison_table, group, write_report
 
+    others = _other_regimes(args)
     if args.claims:
         from damp.evidence import write_results
 
         path = write_results(args.runs, args.out, title=args.title or "damp results",
-                             command=args.regenerate_command or "damp report " + " ".join(args.runs) + " --claims")
+                             command=args.regenerate_command or "damp report " + " ".join(args.runs) + " --claims",
+                             regime=args.regime, others=others)
         print(f"wrote {path}")
         return 0
     from damp.evidence import load_inputs

@@ -1,0 +1,79 @@
+"""RESULTS.md's "The two regimes": each verdict of the protocol (docs/evidence.md) in two suites.
+
+The paper's claims are made for models trained to convergence. The converged and the under-fitted
+Fashion-MNIST suites run the same protocol, so putting their verdicts and DAMP's paired differences to
+SGD side by side says what the regime changes. Everything here is computed from the suites' run
+records; a regime whose arms have not finished yet is reported as such.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from damp.paired import interval_cell
+from damp.report import Run
+from damp.stats import paired, t_interval
+from damp.verdicts import protocol_claims
+
+NOT_YET = "not yet assessed"
+
+
+def finished_sweeps(root: str | Path) -> list[Path]:
+    """The sweep directories under ``root`` (one per arm) that have finished: those with a summary.json."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if (p / "sweep.yaml").is_file() and (p / "summary.json").is_file()) \
+        if root.is_dir() else []
+
+
+def _per_seed(runs: list[Run], key: str) -> dict[int, float]:
+    """{seed: clean error} (``key`` "clean") or {seed: mean corruption error} (``key`` "corruption")."""
+    if key == "clean":
+        return {r.seed: r.results["clean"]["error"] for r in runs}
+    return {r.seed: v for r in runs if (v := (r.results.get("summary") or {}).get("mean_corruption_error"))
+            is not None}
+
+
+def damp_minus_sgd(arms: dict[str, list[Run]], key: str) -> str:
+    """DAMP − SGD paired by seed, "mean [95 % CI]" in pt, or :data:`NOT_YET` with fewer than 2 pairs."""
+    if "damp" not in arms or "sgd" not in arms:
+        return NOT_YET
+    diffs = paired(_per_seed(arms["sgd"], key), _per_seed(arms["damp"], key))
+    return interval_cell(t_interval(diffs)) if len(diffs) >= 2 else NOT_YET
+
+
+def regimes_section(regimes: list[tuple[str, dict[str, list[Run]], list[Run]]], arm_of) -> list[str]:
+    """RESULTS.md lines comparing the protocol's verdicts across ``regimes``: (name, arms, tuning runs) each,
+    in column order. ``arm_of`` maps a run to its arm's name, as for :func:`~damp.verdicts.protocol_claims`."""
+    verdicts = [{heading: verdict for heading, verdict, _ in protocol_claims(arms, tuning, arm_of)}
+                if "sgd" in arms else {} for _, arms, tuning in regimes]
+    headings = list(dict.fromkeys(h for v in verdicts for h in v))
+    names = [name for name, _, _ in regimes]
+    lines = ["## The two regimes", "", "The same protocol (docs/evidence.md) in each regime; every cell is computed "
+             "from that suite's run records. Differences are DAMP − SGD in pt, paired by seed, with 95 % "
+             "t-intervals.", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {h} | " + " | ".join(v.get(h, NOT_YET) for v in verdicts) + " |" for h in headings]
+    for label, key in (("clean error", "clean"), ("mean corruption error", "corruption")):
+        lines.append(f"| DAMP − SGD, {label} | " + " | ".join(damp_minus_sgd(arms, key) for _, arms, _ in regimes)
+                     + " |")
+    assessed = [h for h in headings if all(h in v for v in verdicts)]
+    differ = [h for h in assessed if len({v[h] for v in verdicts}) > 1]
+    same = [h for h in assessed if h not in differ]
+    lines += ["", "**What the regime changes.** " + _changes(names, verdicts, differ, same, headings), ""]
+    return lines
+
+
+def _changes(names: list[str], verdicts: list[dict[str, str]], differ: list[str], same: list[str],
+             headings: list[str]) -> str:
+    """The closing paragraph: which verdicts differ between the regimes, which agree, which wait for runs."""
+    if not headings:
+        return "Nothing yet: no regime has both an SGD and a DAMP arm."
+    parts = []
+    if differ:
+        parts.append("The verdict differs for " + "; ".join(
+            f"{h} ({', '.join(f'{n}: {v[h]}' for n, v in zip(names, verdicts))})" for h in differ) + ".")
+    if same:
+        parts.append("It is the same for " + "; ".join(f"{h} ({verdicts[0][h]})" for h in same) + ".")
+    pending = [h for h in headings if h not in differ and h not in same]
+    if pending:
+        parts.append("Not yet comparable, because a regime lacks the arms: " + "; ".join(pending) + ".")
+    return " ".join(parts)
