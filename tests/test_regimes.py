@@ -58,9 +58,17 @@ def test_a_regime_without_runs_is_not_yet_assessed():
     assert "Not yet comparable, because a regime lacks the arms: DAMP vs sgd (claim 1)" in text
 
 
-def _fresh_seed_suite(root: Path) -> list[str]:
+def test_a_verdict_the_rule_cannot_reach_waits_like_a_missing_arm():
+    one_seed = {name: runs[:1] for name, runs in arms(11.5, 27.0).items()}  # claim 1 needs 2 paired seeds
+    text = "\n".join(regimes_section([("converged", arms(10.1, 27.0), []), ("under-fitted", one_seed, [])], arm_of))
+    assert f"| DAMP vs sgd (claim 1) | reproduced | {NOT_YET} |" in text
+    changes = text.split("**What the regime changes.**")[1]
+    assert "differs for DAMP vs sgd" not in changes and "lacks the arms: DAMP vs sgd (claim 1)" in changes
+
+
+def _fresh_seed_suite(root: Path, damp_corrupted: float = 25.0) -> list[str]:
     """test_evidence's synthetic suite, with seed 0 as the tuning seed and seeds 1-2 reported (the protocol)."""
-    paths = _suite(root, 25.0)
+    paths = _suite(root, damp_corrupted)
     for path in paths:
         summary_file = Path(path) / "summary.json"
         summary = json.loads(summary_file.read_text())
@@ -69,23 +77,28 @@ def _fresh_seed_suite(root: Path) -> list[str]:
 
 
 def test_report_sets_another_suites_finished_arms_beside_its_own(tmp_path):
-    this, other = _fresh_seed_suite(tmp_path / "this"), _fresh_seed_suite(tmp_path / "other")
+    this, other = _fresh_seed_suite(tmp_path / "this"), _fresh_seed_suite(tmp_path / "other", damp_corrupted=35.0)
     unfinished = tmp_path / "other" / "augmix"
     unfinished.mkdir()
     (unfinished / "sweep.yaml").write_text("config: x\n")  # still running: left out, not an error
     assert finished_sweeps(tmp_path / "other") == sorted(map(Path, other))
+    old_protocol = tmp_path / "other" / "dropout" / "summary.json"  # reports its tuning seed: does not count
+    old_protocol.write_text(json.dumps({**json.loads(old_protocol.read_text()), "reported_seeds": [0, 1, 2]}))
     out = tmp_path / "results"
     assert main(["report", *this, "--out", str(out), "--claims", "--regime", "converged",
                  "--other-regime", f"under-fitted={tmp_path / 'other'}"]) == 0
     section = (out / "RESULTS.md").read_text().split("## The two regimes")[1].split("\n## ")[0]
     assert "| | converged | under-fitted |" in section
-    assert "| DAMP vs dropout (claim 1) |" in section and "| DAMP vs DAAP at matched clean error (claim 3) |" in section
-    assert NOT_YET not in section  # both suites have every arm
+    assert "| DAMP vs sgd (claim 1) | reproduced | not reproduced |" in section  # the other suite's own numbers
+    assert f"| DAMP vs dropout (claim 1) | reproduced | {NOT_YET} |" in section
+    assert "| DAMP − SGD, mean corruption error | -5.00 [-5.00, -5.00] | +5.00 [+5.00, +5.00] |" in section
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--other-regime", "a=."], "--other-regime needs --regime"),
+    (["--other-regime", "a=."], "go together"),
+    (["--regime", "a"], "go together"),
     (["--regime", "a", "--other-regime", "nodir"], "expected NAME=DIR"),
+    (["--regime", "a", "--other-regime", "a=."], "name the two regimes apart"),
     (["--regime", "a", "--other-regime", "b=/no/such/dir"], "is not a directory"),
 ])
 def test_bad_regime_options_are_one_line(tmp_path, capsys, args, message):
@@ -96,5 +109,6 @@ def test_bad_regime_options_are_one_line(tmp_path, capsys, args, message):
 
 
 def test_regime_options_need_claims(tmp_path, capsys):
-    assert main(["report", *_fresh_seed_suite(tmp_path), "--out", str(tmp_path / "r"), "--regime", "a"]) == 2
+    assert main(["report", *_fresh_seed_suite(tmp_path), "--out", str(tmp_path / "r"), "--regime", "a",
+                 "--other-regime", f"b={tmp_path}"]) == 2
     assert "need --claims" in capsys.readouterr().err

@@ -116,6 +116,17 @@ def test_small_suite_takes_a_budget_and_commits_its_records(tmp_path):
     assert len(untimed) == 1 and "--budget-minutes" not in untimed[0]  # only the converged suite defaults to 60
 
 
+def test_each_fashion_mnist_report_sets_the_other_regime_beside_it(tmp_path):
+    under = _sweep_calls(tmp_path, "fashion_mnist", "report")
+    assert "--regime under-fitted --other-regime converged=results/fashion_mnist_converged/runs" in under[0]
+    (tmp_path / "calls.txt").unlink()
+    converged = _sweep_calls(tmp_path, "fashion_mnist_converged", "report")
+    assert "--regime converged --other-regime under-fitted=results/fashion_mnist/runs" in converged[0]
+    (tmp_path / "calls.txt").unlink()
+    elsewhere = _sweep_calls(tmp_path, "fashion_mnist", "--out", str(tmp_path / "runs"), "report")
+    assert "--regime" not in elsewhere[0]  # another --out: no other suite's records to set beside it
+
+
 def test_suite_help_prints_its_whole_header():
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "suite.sh"), "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=True)

@@ -243,10 +243,12 @@ def arms_of(runs: list[Run]) -> dict[str, list[Run]]:
 
 
 def _other_regimes(others: dict[str, str | Path]) -> list[tuple[str, dict[str, list[Run]], list[Run]]]:
-    """(name, arms, tuning runs) of each other regime, from its finished sweeps (none yet: no arms)."""
+    """(name, arms, tuning runs) of each other regime, from its finished sweeps that follow the protocol
+    (fresh seeds only); a regime with none has no arms yet."""
     regimes = []
     for name, root in others.items():
-        sweeps = finished_sweeps(root)
+        sweeps = [p for p in finished_sweeps(root)
+                  if _fresh_seeds_only(json.loads((p / "summary.json").read_text()))]
         inputs = load_inputs(sweeps) if sweeps else SuiteInputs([], [], {})
         regimes.append((name, arms_of(inputs.selected), inputs.tuning))
     return regimes

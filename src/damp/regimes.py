@@ -3,17 +3,18 @@
 The paper's claims are made for models trained to convergence. The converged and the under-fitted
 Fashion-MNIST suites run the same protocol, so putting their verdicts and DAMP's paired differences to
 SGD side by side says what the regime changes. Everything here is computed from the suites' run
-records; a regime whose arms have not finished yet is reported as such.
+records. Only arms that follow the protocol (fresh seeds) count; a regime whose arms have not
+finished yet, or whose verdict is not assessable, is reported as not yet assessed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from damp.paired import interval_cell
+from damp.paired import interval_cell, per_seed
 from damp.report import Run
 from damp.stats import paired, t_interval
-from damp.verdicts import protocol_claims
+from damp.verdicts import NOT_ASSESSABLE, protocol_claims
 
 NOT_YET = "not yet assessed"
 
@@ -28,7 +29,7 @@ def finished_sweeps(root: str | Path) -> list[Path]:
 def _per_seed(runs: list[Run], key: str) -> dict[int, float]:
     """{seed: clean error} (``key`` "clean") or {seed: mean corruption error} (``key`` "corruption")."""
     if key == "clean":
-        return {r.seed: r.results["clean"]["error"] for r in runs}
+        return per_seed(runs, 0)
     return {r.seed: v for r in runs if (v := (r.results.get("summary") or {}).get("mean_corruption_error"))
             is not None}
 
@@ -44,9 +45,11 @@ def damp_minus_sgd(arms: dict[str, list[Run]], key: str) -> str:
 def regimes_section(regimes: list[tuple[str, dict[str, list[Run]], list[Run]]], arm_of) -> list[str]:
     """RESULTS.md lines comparing the protocol's verdicts across ``regimes``: (name, arms, tuning runs) each,
     in column order. ``arm_of`` maps a run to its arm's name, as for :func:`~damp.verdicts.protocol_claims`."""
-    verdicts = [{heading: verdict for heading, verdict, _ in protocol_claims(arms, tuning, arm_of)}
-                if "sgd" in arms else {} for _, arms, tuning in regimes]
-    headings = list(dict.fromkeys(h for v in verdicts for h in v))
+    # A verdict the rule could not reach ("not assessable") waits for runs, like a missing one.
+    verdicts = [{heading: verdict for heading, verdict, _ in protocol_claims(arms, tuning, arm_of)
+                 if verdict != NOT_ASSESSABLE} if "sgd" in arms else {} for _, arms, tuning in regimes]
+    headings = list(dict.fromkeys(h for _, arms, tuning in regimes if "sgd" in arms
+                                  for h, _, _ in protocol_claims(arms, tuning, arm_of)))
     names = [name for name, _, _ in regimes]
     lines = ["## The two regimes", "", "The same protocol (docs/evidence.md) in each regime; every cell is computed "
              "from that suite's run records. Differences are DAMP − SGD in pt, paired by seed, with 95 % "

@@ -15,6 +15,7 @@ from damp.stats import holm, paired, t_interval, tost
 
 ALPHA = 0.05
 COST_LIMIT = 1.10  # DAMP's training time may exceed SGD's by 10 % and still be "at SGD's cost"
+NOT_ASSESSABLE = "not assessable"  # a rule without the numbers it needs
 INFORMATIVE_RISE = 1.0  # pt of SGD error from clean to severity 5 below which a corruption says nothing
 
 
@@ -23,7 +24,7 @@ def claim_lower_without_losing_clean(damp: list[Run], other: list[Run], other_na
     severities = sorted(s for s in severity_errors(other[0]) if s > 0)
     clean_diffs = paired(per_seed(other, 0), per_seed(damp, 0))
     if len(clean_diffs) < 2 or not severities:
-        return "not assessable", f"fewer than 2 paired seeds of DAMP and {other_name}, or no corruption errors"
+        return NOT_ASSESSABLE, f"fewer than 2 paired seeds of DAMP and {other_name}, or no corruption errors"
     per = [t_interval(paired(per_seed(other, s), per_seed(damp, s))) for s in severities]
     adjusted = holm([d.p_value for d in per])
     lower = [d.mean < 0 and p < ALPHA for d, p in zip(per, adjusted)]
@@ -50,7 +51,7 @@ def claim_damp_dominates_daap(damp_points: list[Run], daap_points: list[Run]) ->
     damp = [p for p in map(holdout_point, damp_points) if p is not None]
     daap = [p for p in map(holdout_point, daap_points) if p is not None]
     if not damp or not daap:
-        return ("not assessable",
+        return (NOT_ASSESSABLE,
                 "no hold-out corruption errors of the DAMP and DAAP grid points (eval.holdout_corruptions)")
     dominated = [any(c <= dc and e < de for c, e in damp) for dc, de in daap]
     verdict = "reproduced" if all(dominated) else "partly reproduced" if any(dominated) else "not reproduced"
@@ -66,7 +67,7 @@ def claim_cost(damp: list[Run], sgd: list[Run]) -> tuple[str, str]:
     """Claims 4/5's premise: DAMP trains at SGD's cost (mean training time ratio <= COST_LIMIT)."""
     seconds = [[(r.results.get("meta") or {}).get("train_seconds") for r in runs] for runs in (damp, sgd)]
     if any(not v or None in v for v in seconds):
-        return "not assessable", "training times missing"
+        return NOT_ASSESSABLE, "training times missing"
     ratio = statistics.fmean(seconds[0]) / statistics.fmean(seconds[1])
     verdict = "reproduced" if ratio <= COST_LIMIT else "not reproduced"
     return verdict, (f"DAMP trained in {ratio:.2f}× SGD's time (means over the reported seeds; runs shared the "

@@ -166,10 +166,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--title", help="the report's title")
     rep.add_argument("--command", dest="regenerate_command",
                      help="the command that regenerates the report, named in RESULTS.md")
-    rep.add_argument("--regime", help="with --claims: this suite's name in \"The two regimes\" (e.g. converged)")
-    rep.add_argument("--other-regime", action="append", default=[], metavar="NAME=DIR",
+    rep.add_argument("--regime", help="with --claims and --other-regime: this suite's name in \"The two regimes\" "
+                     "(e.g. converged)")
+    rep.add_argument("--other-regime", metavar="NAME=DIR",
                      help="with --claims and --regime: another suite's sweep directories (DIR/<arm>/), whose "
-                          "finished arms RESULTS.md sets beside this suite's verdicts; repeatable")
+                          "finished arms that follow the protocol (fresh seeds) RESULTS.md sets beside this suite's "
+                          "verdicts")
     rep.set_defaults(func=cmd_report)
 
 

@@ -107,17 +107,18 @@ def _other_regimes(args: argparse.Namespace) -> dict[str, str]:
     """{name: directory} from --other-regime NAME=DIR, checked before anything is written."""
     if (args.regime or args.other_regime) and not args.claims:
         raise ValueError("--regime and --other-regime need --claims")
-    if args.other_regime and not args.regime:
-        raise ValueError("--other-regime needs --regime (this suite's name)")
-    others = {}
-    for item in args.other_regime:
-        name, sep, directory = item.partition("=")
-        if not sep or not name or not directory:
-            raise ValueError(f"--other-regime: expected NAME=DIR, got {item!r}")
-        if not Path(directory).is_dir():
-            raise NotADirectoryError(f"--other-regime {name}: {directory} is not a directory")
-        others[name] = directory
-    return others
+    if bool(args.regime) != bool(args.other_regime):
+        raise ValueError("--regime (this suite's name) and --other-regime NAME=DIR go together")
+    if not args.other_regime:
+        return {}
+    name, sep, directory = args.other_regime.partition("=")
+    if not sep or not name or not directory:
+        raise ValueError(f"--other-regime: expected NAME=DIR, got {args.other_regime!r}")
+    if name == args.regime:
+        raise ValueError(f"--other-regime: {name!r} is this suite's --regime too; name the two regimes apart")
+    if not Path(directory).is_dir():
+        raise NotADirectoryError(f"--other-regime {name}: {directory} is not a directory")
+    return {name: directory}
 
 
 def cmd_report(args: argparse.Namespace) -> int:
