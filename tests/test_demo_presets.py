@@ -36,3 +36,16 @@ def test_every_tuned_preset_says_how_it_was_tuned():
         text = (PRESET_DIR / f"{name}.yaml").read_text()
         head = "\n".join(line for line in text.splitlines() if line.startswith("#"))
         assert "hold-out" in head and (name == "sgd" or "damp sweep --config" in head)
+
+
+def test_the_demo_seed_is_no_preset_tuning_seed(capsys):
+    import re
+
+    from damp.cli import main
+
+    for name in DEMO_METHODS:
+        for count in re.findall(r"--seeds (\d+)", (PRESET_DIR / f"{name}.yaml").read_text()):
+            assert DemoSettings.seed >= int(count), name  # `damp sweep --seeds N` tunes on seeds 0 .. N-1
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert f"(default: {DemoSettings.seed}," in " ".join(capsys.readouterr().out.split())

@@ -40,7 +40,9 @@ class DemoSettings:
 
     methods: Sequence[str] = ("sgd", "damp")
     epochs: int = 20
-    seed: int = 0
+    # Not a tuning seed: every digits preset was tuned on seeds 0 and 1 (docs/evidence.md: the tuning
+    # seed is never a reported one).
+    seed: int = 2
     corruptions: Sequence[str] = ()  # empty: every registered corruption
     severities: Sequence[int] = SEVERITIES
 

@@ -12,7 +12,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from damp.demo import DEMO_METHODS, DemoSettings, results_table, run_demo
 
     methods = split_csv(args.methods) if args.methods != "all" else list(DEMO_METHODS)
-    settings = DemoSettings(methods=methods, epochs=args.epochs, seed=args.seed,
+    settings = DemoSettings(methods=methods, epochs=args.epochs,
+                            seed=DemoSettings.seed if args.seed is None else args.seed,
                             corruptions=split_csv(args.corruptions) if args.corruptions != "all" else (),
                             severities=args.severities)
     results = run_demo(Path(args.out), settings, progress=not args.quiet)
