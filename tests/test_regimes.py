@@ -112,3 +112,12 @@ def test_regime_options_need_claims(tmp_path, capsys):
     assert main(["report", *_fresh_seed_suite(tmp_path), "--out", str(tmp_path / "r"), "--regime", "a",
                  "--other-regime", f"b={tmp_path}"]) == 2
     assert "need --claims" in capsys.readouterr().err
+
+
+def test_a_protocol_suite_never_reports_its_tuning_runs_test_numbers(tmp_path):
+    out = tmp_path / "results"
+    assert main(["report", *_fresh_seed_suite(tmp_path / "suite"), "--out", str(out), "--claims"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "### DAMP vs DAAP (claim 3)" not in text and "### DAMP vs SGD per severity (claim 1)" not in text
+    assert "### DAMP vs DAAP at matched clean error (claim 3)" in text  # the protocol's hold-out rule instead
+    assert "DAMP vs DAAP at their selected σ" in text and "σ=0.3" not in text.split("## Wall-clock")[0]
