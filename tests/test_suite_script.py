@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 SMOKE = ["data.name=digits", "trainer.max_steps=2", "trainer.log_every=1", "eval.corruptions=gaussian_noise,zoom_blur",
          "eval.severities=[1,5]", "eval.fgsm=[0.01]", "data.eval_batch_size=256"]
-# Every claim section needs these arms; the other arms run the same sweep (tests/test_sweep.py).
+# Every claim section needs these arms; every other preset is loaded by tests/config/test_presets.py.
 PARTS = ["sgd", "dropout", "damp", "daap", "sam", "sgd_zoom_blur", "report"]
 
 
