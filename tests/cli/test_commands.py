@@ -10,6 +10,9 @@ import pytest
 
 from damp import __version__
 from damp.cli import main
+from damp.config import load_config, to_dict
+from damp.demo import PRESET_DIR
+from damp.report import run_label
 
 
 def run_cli(*args):
@@ -39,7 +42,8 @@ def test_short_demo_writes_results_and_report(tmp_path, capsys):
     assert set(run["corruptions"]["gaussian_noise"]) == {"1", "5"}
     assert 0 <= run["clean"]["error"] <= 100 and set(run["clean"]) == {"error", "nll", "ece"}
     report = (out / "report.md").read_text()
-    assert "| damp σ=0.025 | 1 |" in report and "2 corruptions" in report
+    label = run_label(to_dict(load_config(PRESET_DIR / "damp.yaml")))  # the preset owns σ
+    assert f"| {label} | 1 |" in report and label.startswith("damp σ=") and "2 corruptions" in report
     # Re-running into the demo's own directory is allowed.
     assert main(["demo", "--out", str(out), "--epochs", "1", "--methods", "sgd", "--corruptions",
                  "shot_noise", "--severities", "2", "--quiet"]) == 0
