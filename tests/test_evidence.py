@@ -12,7 +12,7 @@ import yaml
 
 from damp.cli import main
 from damp.corruptions import names
-from damp.evidence import load_inputs
+from damp.suite_inputs import load_inputs
 
 
 def _run(path: Path, cfg: dict, clean: float, corrupted: float, seconds: float, single: str | None = None) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from damp.cli import main
-from damp.regimes import NOT_YET, damp_minus_sgd, finished_sweeps, regimes_section
+from damp.regimes import NOT_YET, damp_minus_sgd, regimes_section
+from damp.suite_inputs import finished_sweeps
 from damp.report import Run
 from tests.test_evidence import _suite
 

@@ -137,7 +137,7 @@ def test_a_foreign_models_evaluation_is_named_by_its_model_and_runs_count_once(t
 
 
 def test_runs_that_differ_beyond_the_label_are_separate_rows_and_seeds_are_one(tmp_path):
-    from damp.evidence import arm
+    from damp.suite_inputs import arm
     from damp.report import group, load_run
 
     def cfg(m: int, seed: int, device: str = "cpu") -> dict:

@@ -86,7 +86,7 @@ def test_final_seeds_need_a_holdout_split(tmp_path):
 
 
 def test_fresh_seeds_are_the_only_reported_ones(tmp_path):
-    from damp.evidence import load_inputs
+    from damp.suite_inputs import load_inputs
 
     summary = run_sweep(None, GRID, 1, tmp_path / "s", sets=SETS, fresh_seeds=2)
     chosen = summary["selection"]["damp"]["point"]["method.std"]

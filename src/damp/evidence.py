@@ -8,72 +8,22 @@ run directories. Every verdict follows a rule written next to it in the text; no
 
 from __future__ import annotations
 
-import json
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 from damp import methods
 from damp.checkpoint import write_text
 from damp.evidence_figures import plot_learning_curves, plot_pareto
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
-from damp.regimes import finished_sweeps, regimes_section
+from damp.regimes import other_regimes, regimes_section
 from damp.verdicts import protocol_section
 from damp.report import _mean_std as _stats
-from damp.report import (Run, comparison_table, corruption_error_ratios, group, load_run, plot_damp_vs_daap,
-                         plot_heatmap, plot_severity_curves, severity_errors)
+from damp.report import (Run, comparison_table, corruption_error_ratios, group, plot_damp_vs_daap, plot_heatmap,
+                         plot_severity_curves, severity_errors)
+from damp.suite_inputs import arm, arms_of, corruption_error, fresh_seeds_only, load_inputs
 
 # "About equal clean error": a clean-error ratio to SGD within the paper's own CIFAR-10 DAMP ratio (1.03, Fig. 5).
 CLEAN_RATIO_TOLERANCE = 0.03
-
-
-@dataclass
-class SuiteInputs:
-    """The reported runs (selected points, every seed) and the other grid points of the sweeps."""
-
-    selected: list[Run]
-    tuning: list[Run]
-    sweeps: dict[str, dict]  # sweep directory -> its summary.json
-
-
-def load_inputs(paths: list[str | Path]) -> SuiteInputs:
-    """Sweep directories (with summary.json) and run directories -> :class:`SuiteInputs`."""
-    selected, tuning, sweeps = [], [], {}
-    for path in map(Path, paths):
-        if not (path / "sweep.yaml").is_file():
-            selected.append(load_run(path))
-            continue
-        summary_file = path / "summary.json"
-        if not summary_file.is_file():
-            raise FileNotFoundError(f"{path}: the sweep has not finished (no summary.json); run it again with --resume")
-        summary = json.loads(summary_file.read_text())
-        sweeps[str(path)] = summary
-        chosen = [c["point"] for c in summary["selection"].values()]
-        reported = set(summary.get("reported_seeds") or [r["seed"] for row in summary["points"] for r in row["runs"]])
-        for row in summary["points"]:
-            for r in row["runs"]:  # a selected point's tuning seeds are not reported (--fresh-seeds)
-                report = row["point"] in chosen and r["seed"] in reported
-                (selected if report else tuning).append(load_run(path / r["dir"]))
-    if not selected:
-        raise ValueError("no runs to report")
-    return SuiteInputs(selected, tuning, sweeps)
-
-
-def _fresh_seeds_only(summary: dict) -> bool:
-    """Whether a sweep reports only seeds it did not tune on (the protocol of docs/evidence.md)."""
-    reported = summary.get("reported_seeds") or []
-    return bool(reported) and min(reported) >= summary.get("tuning_seeds", 0)
-
-
-def arm(run: Run) -> str:
-    """What a run trains, without its hyperparameter value: sgd, dropout, damp, ..., "sgd + zoom_blur",
-    "damp + augmix"."""
-    name = (run.config.get("method") or {}).get("name") or run.label.split(" ")[0]
-    if methods.canonical_name(name) == "sgd" and ((run.config.get("model") or {}).get("dropout") or 0) > 0:
-        name = "dropout"
-    data = run.config.get("data") or {}
-    extra = data.get("train_corruption") or ("augmix" if data.get("augmix") else None)
-    return f"{name} + {extra}" if extra else name
 
 
 def _pm(values: list[float]) -> str:
@@ -83,7 +33,8 @@ def _pm(values: list[float]) -> str:
 
 
 def _corruption_mean(run: Run) -> float:
-    return (run.results.get("summary") or {}).get("mean_corruption_error", float("nan"))
+    value = corruption_error(run)
+    return float("nan") if value is None else value
 
 
 def _seconds(run: Run) -> float | None:
@@ -234,26 +185,6 @@ def claim_breadth(groups: dict[str, list[Run]], arms: dict[str, list[Run]], data
             "than every single-corruption arm and has the lower clean ratio; partly when one of the two.")
 
 
-def arms_of(runs: list[Run]) -> dict[str, list[Run]]:
-    """{arm name: its runs}, in the order the runs come."""
-    arms: dict[str, list[Run]] = {}
-    for run in runs:
-        arms.setdefault(arm(run), []).append(run)
-    return arms
-
-
-def _other_regimes(others: dict[str, str | Path]) -> list[tuple[str, dict[str, list[Run]], list[Run]]]:
-    """(name, arms, tuning runs) of each other regime, from its finished sweeps that follow the protocol
-    (fresh seeds only); a regime with none has no arms yet."""
-    regimes = []
-    for name, root in others.items():
-        sweeps = [p for p in finished_sweeps(root)
-                  if _fresh_seeds_only(json.loads((p / "summary.json").read_text()))]
-        inputs = load_inputs(sweeps) if sweeps else SuiteInputs([], [], {})
-        regimes.append((name, arms_of(inputs.selected), inputs.tuning))
-    return regimes
-
-
 def write_results(paths: list[str | Path], out: str | Path, *, title: str, command: str,
                   regime: str | None = None, others: dict[str, str | Path] | None = None) -> Path:
     """Write ``out/RESULTS.md`` and its figures from sweep and run directories; returns its path.
@@ -270,7 +201,7 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
     dataset = inputs.selected[0].dataset
     # The protocol of docs/evidence.md: only fresh seeds are reported, and a tuning run's test numbers are
     # never read (its grid points are compared on the hold-out split).
-    protocol = bool(inputs.sweeps) and all(_fresh_seeds_only(summary) for summary in inputs.sweeps.values())
+    protocol = bool(inputs.sweeps) and all(fresh_seeds_only(summary) for summary in inputs.sweeps.values())
     lines = [f"# {title}", "", f"Generated by `{command}` (`damp report --claims`); do not edit by hand.", "",
              _setup(inputs.selected), "", *_headline(arms), "## Results of the selected points", "",
              "Top-1 error in %, mean ± std over seeds; `sev s` averages the corruptions at severity s.", "",
@@ -287,7 +218,7 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
         if protocol:
             lines += protocol_section(arms, inputs.tuning, arm)
             if regime and others:
-                lines += regimes_section([(regime, arms, inputs.tuning), *_other_regimes(others)], arm)
+                lines += regimes_section([(regime, arms, inputs.tuning), *other_regimes(others)], arm)
     baseline = arms["sgd"][0].label if "sgd" in arms else None
     if baseline:
         columns, rows = corruption_error_ratios(groups, baseline, dataset)

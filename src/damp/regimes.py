@@ -14,24 +14,28 @@ from pathlib import Path
 from damp.paired import interval_cell, per_seed
 from damp.report import Run
 from damp.stats import paired, t_interval
+from damp.suite_inputs import arms_of, corruption_error, finished_sweeps, fresh_seeds_only, load_inputs
 from damp.verdicts import NOT_ASSESSABLE, protocol_claims
 
 NOT_YET = "not yet assessed"
+Regime = tuple[str, dict[str, list[Run]], list[Run]]  # (name, {arm: reported runs}, tuning runs)
 
 
-def finished_sweeps(root: str | Path) -> list[Path]:
-    """The sweep directories under ``root`` (one per arm) that have finished: those with a summary.json."""
-    root = Path(root)
-    return sorted(p for p in root.iterdir() if (p / "sweep.yaml").is_file() and (p / "summary.json").is_file()) \
-        if root.is_dir() else []
+def other_regimes(others: dict[str, str | Path]) -> list[Regime]:
+    """Each other regime from its finished sweeps that follow the protocol (fresh seeds only); a regime
+    with none has no arms yet."""
+    regimes = []
+    for name, root in others.items():
+        inputs = load_inputs(finished_sweeps(root), keep=fresh_seeds_only)
+        regimes.append((name, arms_of(inputs.selected), inputs.tuning))
+    return regimes
 
 
 def _per_seed(runs: list[Run], key: str) -> dict[int, float]:
     """{seed: clean error} (``key`` "clean") or {seed: mean corruption error} (``key`` "corruption")."""
     if key == "clean":
         return per_seed(runs, 0)
-    return {r.seed: v for r in runs if (v := (r.results.get("summary") or {}).get("mean_corruption_error"))
-            is not None}
+    return {r.seed: v for r in runs if (v := corruption_error(r)) is not None}
 
 
 def damp_minus_sgd(arms: dict[str, list[Run]], key: str) -> str:
@@ -42,14 +46,13 @@ def damp_minus_sgd(arms: dict[str, list[Run]], key: str) -> str:
     return interval_cell(t_interval(diffs)) if len(diffs) >= 2 else NOT_YET
 
 
-def regimes_section(regimes: list[tuple[str, dict[str, list[Run]], list[Run]]], arm_of) -> list[str]:
-    """RESULTS.md lines comparing the protocol's verdicts across ``regimes``: (name, arms, tuning runs) each,
-    in column order. ``arm_of`` maps a run to its arm's name, as for :func:`~damp.verdicts.protocol_claims`."""
+def regimes_section(regimes: list[Regime], arm_of) -> list[str]:
+    """RESULTS.md lines comparing the protocol's verdicts across ``regimes``, in column order. ``arm_of``
+    maps a run to its arm's name, as for :func:`~damp.verdicts.protocol_claims`."""
+    claims = [protocol_claims(arms, tuning, arm_of) if "sgd" in arms else [] for _, arms, tuning in regimes]
     # A verdict the rule could not reach ("not assessable") waits for runs, like a missing one.
-    verdicts = [{heading: verdict for heading, verdict, _ in protocol_claims(arms, tuning, arm_of)
-                 if verdict != NOT_ASSESSABLE} if "sgd" in arms else {} for _, arms, tuning in regimes]
-    headings = list(dict.fromkeys(h for _, arms, tuning in regimes if "sgd" in arms
-                                  for h, _, _ in protocol_claims(arms, tuning, arm_of)))
+    verdicts = [{heading: verdict for heading, verdict, _ in c if verdict != NOT_ASSESSABLE} for c in claims]
+    headings = list(dict.fromkeys(h for c in claims for h, _, _ in c))
     names = [name for name, _, _ in regimes]
     lines = ["## The two regimes", "", "The same protocol (docs/evidence.md) in each regime; every cell is computed "
              "from that suite's run records. Differences are DAMP − SGD in pt, paired by seed, with 95 % "

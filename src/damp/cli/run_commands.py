@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                              regime=args.regime, others=others)
         print(f"wrote {path}")
         return 0
-    from damp.evidence import load_inputs
+    from damp.suite_inputs import load_inputs
 
     runs = load_inputs(args.runs).selected  # a sweep directory stands for its selected points
     path = write_report([r.path for r in runs], args.out, baseline=args.baseline, title=args.title or "damp report")
