@@ -155,3 +155,20 @@ def test_runs_csv_carries_every_hyperparameter_and_every_corruption_severity(tmp
             assert (got == "" if expected is None else float(got) == pytest.approx(expected)), (name, s)
     assert any(damp[f"{name}_5_error"] for name in names())  # the fixture's runs measured corruptions
     assert damp["clean_ece"] == "" and damp["fgsm"] == ""  # not measured by the fixture: empty, not 0
+
+
+def test_unfinished_sweeps_stop_the_report_unless_skipped_and_then_are_named(tmp_path, capsys):
+    suite = _suite(tmp_path / "suite", 25.0)
+    running = tmp_path / "suite" / "rwp"
+    running.mkdir()
+    (running / "sweep.yaml").write_text("config: x\n")  # started, no summary.json yet
+    out = tmp_path / "results"
+    assert main(["report", *suite, str(running), "--out", str(out), "--claims"]) == 2
+    assert "not finished" in capsys.readouterr().err and not (out / "RESULTS.md").exists()
+    assert main(["report", *suite, str(running), "--out", str(out), "--claims", "--skip-unfinished"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "**Incomplete.**" in text and "left out: rwp." in text
+    assert main(["report", *suite, "--out", str(tmp_path / "complete"), "--claims"]) == 0
+    assert "Incomplete" not in (tmp_path / "complete" / "RESULTS.md").read_text()
+    assert main(["report", *suite, str(running), "--out", str(tmp_path / "plain"), "--skip-unfinished"]) == 0
+    assert "left out, not finished" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from damp import methods
@@ -23,6 +23,7 @@ class SuiteInputs:
     selected: list[Run]
     tuning: list[Run]
     sweeps: dict[str, dict]  # sweep directory -> its summary.json
+    unfinished: list[str] = field(default_factory=list)  # sweep directories left out: no summary.json yet
 
 
 def fresh_seeds_only(summary: dict) -> bool:
@@ -31,20 +32,26 @@ def fresh_seeds_only(summary: dict) -> bool:
     return bool(reported) and min(reported) >= summary.get("tuning_seeds", 0)
 
 
-def load_inputs(paths: list[str | Path], keep: Callable[[dict], bool] | None = None) -> SuiteInputs:
+def load_inputs(paths: list[str | Path], keep: Callable[[dict], bool] | None = None, *,
+                skip_unfinished: bool = False) -> SuiteInputs:
     """Sweep directories (with summary.json) and run directories -> :class:`SuiteInputs`.
 
     ``keep``, given a sweep's summary, says whether to read that sweep at all (e.g. :func:`fresh_seeds_only`).
+    A sweep without summary.json is an error, or with ``skip_unfinished`` is listed in ``unfinished``.
     Raises ValueError when no filter is given and the paths report no run.
     """
-    selected, tuning, sweeps = [], [], {}
+    selected, tuning, sweeps, unfinished = [], [], {}, []
     for path in map(Path, paths):
         if not (path / "sweep.yaml").is_file():
             selected.append(load_run(path))
             continue
         summary_file = path / "summary.json"
+        if not summary_file.is_file() and skip_unfinished:
+            unfinished.append(str(path))
+            continue
         if not summary_file.is_file():
-            raise FileNotFoundError(f"{path}: the sweep has not finished (no summary.json); run it again with --resume")
+            raise FileNotFoundError(f"{path}: the sweep has not finished (no summary.json); run it again with --resume "
+                                    "(or report without it: --skip-unfinished)")
         summary = json.loads(summary_file.read_text())
         if keep is not None and not keep(summary):
             continue
@@ -56,8 +63,8 @@ def load_inputs(paths: list[str | Path], keep: Callable[[dict], bool] | None = N
                 report = row["point"] in chosen and r["seed"] in reported
                 (selected if report else tuning).append(load_run(path / r["dir"]))
     if not selected and keep is None:
-        raise ValueError("no runs to report")
-    return SuiteInputs(selected, tuning, sweeps)
+        raise ValueError("no runs to report" + (f" (unfinished sweeps: {', '.join(unfinished)})" if unfinished else ""))
+    return SuiteInputs(selected, tuning, sweeps, unfinished)
 
 
 def finished_sweeps(root: str | Path) -> list[Path]:

@@ -173,6 +173,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                      help="with --claims and --regime: another suite's sweep directories (DIR/<arm>/), whose "
                           "finished arms that follow the protocol (fresh seeds) RESULTS.md sets beside this suite's "
                           "verdicts")
+    rep.add_argument("--skip-unfinished", action="store_true",
+                     help="leave out sweep directories that have not finished (no summary.json) instead of stopping; "
+                          "RESULTS.md names them")
     rep.set_defaults(func=cmd_report)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from damp.cli.common import check_device, refuse_existing, results_line, split_csv
@@ -131,12 +132,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         path = write_results(args.runs, args.out, title=args.title or "damp results",
                              command=args.regenerate_command or "damp report " + " ".join(args.runs) + " --claims",
-                             regime=args.regime, others=others)
+                             regime=args.regime, others=others, skip_unfinished=args.skip_unfinished)
         print(f"wrote {path}")
         return 0
     from damp.suite_inputs import load_inputs
 
-    runs = load_inputs(args.runs).selected  # a sweep directory stands for its selected points
+    # a sweep directory stands for its selected points
+    inputs = load_inputs(args.runs, skip_unfinished=args.skip_unfinished)
+    if inputs.unfinished:
+        print("left out, not finished: " + ", ".join(inputs.unfinished), file=sys.stderr)
+    runs = inputs.selected
     path = write_report([r.path for r in runs], args.out, baseline=args.baseline, title=args.title or "damp report")
     print(comparison_table(group(runs)))
     print(f"\nwrote {path}")
