@@ -10,7 +10,8 @@ import torch
 
 from damp.checkpoint import load_checkpoint
 from damp.config import load_config
-from damp.train import NonFiniteLossError, train
+from damp.loss_tracker import NonFiniteLossError
+from damp.train import train
 from tests.conftest import REPO
 from tests.fixtures import make_cifar, make_imagenet, make_tiny_imagenet
 

@@ -14,7 +14,6 @@ per rank), so a run killed at any step and resumed ends bit-identical to an unin
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,38 +22,27 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from damp import __version__, methods, seeding
-from damp.checkpoint import CheckpointError, load_checkpoint, load_newest, write_text
-from damp.config import RunConfig, dump_config, flat_keys, method_arguments, resolve_corruptions, to_dict
+from damp.checkpoint import load_checkpoint, write_text
+from damp.config import RunConfig, dump_config, method_arguments, resolve_corruptions, to_dict
 from damp.corruptions import corrupt_half
 from damp.data.augment import mixup_fixed
 from damp.data.augmix import augmix, jsd_loss, jsd_triplets
 from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
 from damp.evaluate import check_evaluation_inputs, corruption_results, evaluate
-from damp.locks import has_content, lock_on_main
+from damp.locks import lock_on_main
+from damp.loss_tracker import LossTracker
 from damp.metrics import aggregate
 from damp.models import model_for
 from damp.optim import build_optimizer, build_scheduler
 from damp.outputs import RunOutputs
 from damp.preemption import StopSignals, stop_signals
+from damp.run_dir import check_run_dir
 from damp.runtime import autocast_dtype, resolve_device
 from damp.streaming import stream_metrics
-
-# Config keys (and sections) that must match for --resume: a checkpoint of another model, method
-# or dataset is refused. The method's hyperparameters may change (e.g. a smaller method.std after a
-# non-finite loss).
-RESUME_MUST_MATCH = ("data", "model", "method.name", "seed")
-# Keys of those sections that do not change the training (paths and evaluation-only settings).
-RESUME_MAY_DIFFER = ("data.root", "data.num_workers", "data.eval_batch_size", "data.max_test_images")
-LOG = logging.getLogger("damp")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss; the message names the step, loss, lr and method."""
 
 
 @dataclass
@@ -108,41 +96,6 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, overwrite: b
             return results
     finally:
         teardown()
-
-
-def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[dict | None, Path | None]:
-    """Check the output directory; on resume load and check the newest readable checkpoint.
-
-    Returns it and its path (None, None for a fresh start).
-    """
-    if resume:
-        newest = load_newest(out)
-        if newest is None:
-            saved = out / "config.yaml"
-            if saved.is_file() and yaml.safe_load(saved.read_text()) == to_dict(cfg):
-                return None, None  # killed before its first checkpoint: the same run starts from step 0
-            raise FileNotFoundError(f"{out}: no checkpoint to resume from (last.pt / previous.pt)")
-        state, path, skipped = newest
-        if skipped:
-            LOG.warning("%s; resuming from %s (step %s)", skipped[0], path.name, state.get("step"))
-        difference = first_difference(state.get("config", {}), to_dict(cfg), RESUME_MUST_MATCH)
-        if difference is not None:
-            raise CheckpointError(f"{path}: the checkpoint is of another run ({difference}); resume with the same "
-                                  "data, model, method and seed, or start a new --out")
-        return state, path
-    if has_content(out) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass --resume to continue or --overwrite to start over")
-    return None, None
-
-
-def first_difference(saved: dict, current: dict, keys: tuple[str, ...]) -> str | None:
-    """The first config key under ``keys`` whose value differs, as "key: X in the checkpoint, Y here"."""
-    old, new = flat_keys(saved), flat_keys(current)
-    for key in sorted(old.keys() | new.keys()):
-        checked = any(key == k or key.startswith(k + ".") for k in keys)
-        if checked and key not in RESUME_MAY_DIFFER and old.get(key) != new.get(key):
-            return f"{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} here"
-    return None
 
 
 def prepare(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device, resume: bool,
@@ -350,44 +303,6 @@ def evaluate_and_write(run: Run) -> dict:
                             "skipped_images": run.bundle.skipped_images})
     write_text(run.out / "results.json", json.dumps(results, indent=2))
     return results
-
-
-class LossTracker:
-    """Sums losses and remembers the first non-finite step on the device, read once per interval."""
-
-    def __init__(self, device: torch.device, start: float = 0.0) -> None:
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.loss_sum = torch.full((), start, device=device, dtype=torch.float64)
-
-    def add(self, loss: torch.Tensor, step: int) -> None:
-        bad = ~torch.isfinite(loss)
-        self.first_bad = torch.where((self.first_bad < 0) & bad, torch.full_like(self.first_bad, step + 1),
-                                     self.first_bad)
-        self.loss_sum += loss.double()
-
-    def check(self, run: Run) -> None:
-        """Raise NonFiniteLossError on every rank together if a loss so far was NaN/inf (host sync)."""
-        bad_step = int(self.first_bad)
-        if torch.distributed.is_initialized():  # every rank stops together, or the healthy ones would hang
-            flag = torch.tensor([bad_step], device=self.first_bad.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            bad_step = int(flag)
-        if bad_step >= 0:
-            raise NonFiniteLossError(
-                f"non-finite loss ({float(self.loss_sum)}) at step {bad_step} "
-                f"(lr {run.optimizer.param_groups[0]['lr']:.4g}, method {run.method!r}); the last good checkpoint "
-                "is kept: fix the cause (e.g. --set method.std=...) and run again with --resume")
-
-    def peek(self, run: Run) -> float:
-        """The sum so far, left in place (after :meth:`check`)."""
-        self.check(run)
-        return float(self.loss_sum)
-
-    def flush(self, run: Run) -> float:
-        """The interval's loss sum (host sync), then zero; after :meth:`check`."""
-        total = self.peek(run)
-        self.loss_sum.zero_()
-        return total
 
 
 def build_method(cfg: RunConfig, world_size: int) -> methods.Method:

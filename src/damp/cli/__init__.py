@@ -54,7 +54,7 @@ def _run_command(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"damp {args.command}: error: {message}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        from damp.train import NonFiniteLossError
+        from damp.loss_tracker import NonFiniteLossError
 
         if not isinstance(err, NonFiniteLossError):
             raise
