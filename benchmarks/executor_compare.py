@@ -6,7 +6,7 @@
 `damp bench` times each method with the executor "auto" picks; this script times the same steps
 with every executor named, so a default can be checked against its alternatives (docs/performance.md,
 "Executors without BatchNorm"). Ratios are paired per round, as in `damp bench`. `--heap retain`
-keeps freed memory in the process (`speed.retain_freed_heap`), so the steps stop faulting fresh pages
+keeps freed memory in the process (`timing.retain_freed_heap`), so the steps stop faulting fresh pages
 in; the minor page faults of the timing are reported either way.
 """
 
@@ -18,7 +18,8 @@ import sys
 import torch
 
 from cpu_timing import parse_and_set_threads, timing_parser, write_figures
-from damp.speed import BENCH_MODELS, build_variant, retain_freed_heap, step_time_ratios
+from damp.speed import BENCH_MODELS, build_variant, step_time_ratios
+from damp.timing import retain_freed_heap
 
 
 def compare(model_name: str, executors: list[str], rounds: int, m: int = 8, batch: int = 128) -> dict:

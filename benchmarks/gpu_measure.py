@@ -23,8 +23,8 @@ from damp.methods.subbatch import PerLayer, plan
 from damp.models import build_model
 from damp.runtime import autocast_dtype
 from damp.corruptions import SEVERITIES
-from damp.speed import (WHOLE_BATCH_EXECUTORS, build_variant, round_robin_samples, runs_on, time_steps,
-                        train_step)
+from damp.speed import WHOLE_BATCH_EXECUTORS, build_variant, runs_on, train_step
+from damp.timing import round_robin_samples, time_steps
 
 RATIO_TARGETS = {"damp": 1.05, "daap": 1.05, "sam": 2.05, "asam": 2.05}  # step time / SGD's, on one H100
 

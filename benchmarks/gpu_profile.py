@@ -27,7 +27,8 @@ import gpu_measure  # benchmarks/gpu_measure.py, next to this script
 from gpu_suite import PLANS  # the suite owns the models' shapes
 from damp.methods import sync_batchnorm
 from damp.runtime import autocast_dtype
-from damp.speed import build_variant, time_steps, train_step
+from damp.speed import build_variant, train_step
+from damp.timing import time_steps
 
 SHAPES = {name: {key: spec[key] for key in ("batch", "image_size", "num_classes")}
           for name, spec in PLANS["cuda"].models.items()}

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cpu_timing import parse_and_set_threads, timing_parser, write_figures
-from damp import methods, speed, train
+from damp import methods, speed, timing, train
 from damp.config import load_config
 
 
@@ -54,13 +54,13 @@ def compare(config_dir: Path, rounds: int) -> dict:
             "damp_bench_objects": lambda: speed.train_step(bench_net, bench_optimizer, bench_damp, x, y, None),
             "damp_trainer_step": lambda: train.train_step(damp_run, x, y),
         }
-        times = speed.round_robin_samples(steps, torch.device("cpu"), warmup=1, samples=rounds, steps_per_sample=2)
+        times = timing.round_robin_samples(steps, torch.device("cpu"), warmup=1, samples=rounds, steps_per_sample=2)
     ms = {name: 1e3 * statistics.median(values) for name, values in times.items()}
     return {"config_dir": str(config_dir), "threads": torch.get_num_threads(), "rounds": rounds,
             "batch": int(x.shape[0]), "ms_per_step": ms,
-            "damp_over_sgd_trainer": speed.paired_ratios(
+            "damp_over_sgd_trainer": timing.paired_ratios(
                 {"sgd": times["sgd_trainer_model"], "damp": times["damp_trainer_objects"]}, "sgd")["damp"],
-            "damp_over_sgd_bench": speed.paired_ratios(
+            "damp_over_sgd_bench": timing.paired_ratios(
                 {"sgd": times["sgd_bench_model"], "damp": times["damp_bench_objects"]}, "sgd")["damp"]}
 
 

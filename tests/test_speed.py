@@ -41,7 +41,7 @@ def test_step_time_ratios_time_the_variants_named():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_retain_freed_heap_is_accepted_by_glibc():
     # Process-wide and irreversible, so it runs in a child process; both settings must be accepted.
-    code = "from damp.speed import retain_freed_heap; print(retain_freed_heap())"
+    code = "from damp.timing import retain_freed_heap; print(retain_freed_heap())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
 

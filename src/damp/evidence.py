@@ -20,7 +20,7 @@ from damp.verdicts import protocol_section
 from damp.report import _mean_std as _stats
 from damp.report import (Run, comparison_table, corruption_error_ratios, group, plot_damp_vs_daap, plot_heatmap,
                          plot_severity_curves, severity_errors)
-from damp.suite_inputs import arm, arms_of, corruption_error, fresh_seeds_only, load_inputs
+from damp.suite_inputs import SuiteInputs, arm, arms_of, corruption_error, fresh_seeds_only, load_inputs
 
 # "About equal clean error": a clean-error ratio to SGD within the paper's own CIFAR-10 DAMP ratio (1.03, Fig. 5).
 CLEAN_RATIO_TOLERANCE = 0.03
@@ -212,19 +212,43 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
     plot_severity_curves(groups, out / "severity_curves.png")
     lines += ["![error vs severity](severity_curves.png)", ""]
     write_runs_csv(arms, out / "runs.csv")
-    if "sgd" in arms and len(arms["sgd"]) >= 2:
-        table, _ = paired_table(arms)
-        lines += ["## Paired differences to SGD", "", "Arm − SGD in pt of top-1 error, paired by seed (the same seed "
-                  "gives the same initial weights and data order), with 95 % t-intervals; severity p-values are "
-                  f"Holm-adjusted across the severities; clean equivalence is TOST within ±{EQUIVALENCE_MARGIN:g} "
-                  "pt (docs/evidence.md). Every run's numbers: `runs.csv`.", "", table, ""]
-        if protocol:
-            lines += protocol_section(arms, inputs.tuning, arm)
-            if regime and others:
-                lines += regimes_section([(regime, arms, inputs.tuning), *other_regimes(others)], arm)
-    baseline = arms["sgd"][0].label if "sgd" in arms else None
-    if baseline:
-        columns, rows = corruption_error_ratios(groups, baseline, dataset)
+    lines += _paired_sections(arms, inputs, protocol, regime, others)
+    lines += _ratio_figures(inputs, arms, out, protocol)
+    timing, ratios = timing_table(arms)
+    lines += ["## Wall-clock per method", "", "Training loop only (evaluation excluded), runs one after another "
+              "on the machine the suite ran on. Other work may have shared that machine; `damp bench` measures "
+              "step-time ratios in isolation.", "", timing, ""]
+    lines += _tuning_sections(inputs, arms, out)
+    lines += ["## The paper's claims at this scale", ""] + _claims(groups, arms, ratios, inputs.tuning, dataset,
+                                                                  protocol)
+    path = out / "RESULTS.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: bool, regime: str | None,
+                     others: dict[str, str | Path] | None) -> list[str]:
+    """The paired differences to SGD; under the protocol, its verdicts and "The two regimes"."""
+    if "sgd" not in arms or len(arms["sgd"]) < 2:
+        return []
+    table, _ = paired_table(arms)
+    lines = ["## Paired differences to SGD", "", "Arm − SGD in pt of top-1 error, paired by seed (the same seed "
+             "gives the same initial weights and data order), with 95 % t-intervals; severity p-values are "
+             f"Holm-adjusted across the severities; clean equivalence is TOST within ±{EQUIVALENCE_MARGIN:g} "
+             "pt (docs/evidence.md). Every run's numbers: `runs.csv`.", "", table, ""]
+    if protocol:
+        lines += protocol_section(arms, inputs.tuning, arm)
+        if regime and others:
+            lines += regimes_section([(regime, arms, inputs.tuning), *other_regimes(others)], arm)
+    return lines
+
+
+def _ratio_figures(inputs: SuiteInputs, arms: dict[str, list[Run]], out: Path, protocol: bool) -> list[str]:
+    """The CE-ratio heatmap (paper Figs. 3/5/6) and DAMP vs DAAP (Fig. 7), where their arms are present."""
+    lines, groups = [], group(inputs.selected)
+    if "sgd" in arms:
+        baseline = arms["sgd"][0].label
+        columns, rows = corruption_error_ratios(groups, baseline, inputs.selected[0].dataset)
         plot_heatmap(columns, rows, baseline, out / "heatmap.png")
         lines += ["Corruption-error ratios to SGD (paper Figs. 3/5/6; `avg` is the paper's average of the 15 "
                   "common corruptions and clean):", "", "![CE-ratio heatmap](heatmap.png)", ""]
@@ -235,26 +259,23 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
                    "points are compared on the hold-out split, in the Pareto figure):") if protocol else \
             "DAMP vs DAAP over their σ grids (paper Fig. 7; error bars only for points run with several seeds):"
         lines += [caption, "", "![DAMP vs DAAP](damp_vs_daap.png)", ""]
-    timing, ratios = timing_table(arms)
-    lines += ["## Wall-clock per method", "", "Training loop only (evaluation excluded), runs one after another "
-              "on the machine the suite ran on. Other work may have shared that machine; `damp bench` measures "
-              "step-time ratios in isolation.", "", timing, ""]
-    if inputs.sweeps:
-        lines += ["## Tuning on the hold-out split", "", tuning_table(inputs.sweeps), ""]
-        if plot_pareto(inputs.tuning, arm, out / "pareto.png"):
-            lines += ["Hold-out clean error against hold-out corruption error of every grid point (tuning seed; "
-                      "lower-left is better on both; the reported seeds are not in it):", "",
-                      "![hold-out Pareto picture](pareto.png)", ""]
-        if plot_learning_curves(arms, out / "learning_curves.png"):
-            lines += ["Learning curves of the reported runs (thin: one seed; thick: the mean; the training loss is "
-                      "the mean since the previous logged step, at the perturbed weights for the weight-noise "
-                      "methods):", "",
-                      "![learning curves](learning_curves.png)", ""]
-    lines += ["## The paper's claims at this scale", ""] + _claims(groups, arms, ratios, inputs.tuning, dataset,
-                                                                  protocol)
-    path = out / "RESULTS.md"
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return lines
+
+
+def _tuning_sections(inputs: SuiteInputs, arms: dict[str, list[Run]], out: Path) -> list[str]:
+    """The tuning grid on the hold-out split, its Pareto figure and the learning curves (sweeps only)."""
+    if not inputs.sweeps:
+        return []
+    lines = ["## Tuning on the hold-out split", "", tuning_table(inputs.sweeps), ""]
+    if plot_pareto(inputs.tuning, arm, out / "pareto.png"):
+        lines += ["Hold-out clean error against hold-out corruption error of every grid point (tuning seed; "
+                  "lower-left is better on both; the reported seeds are not in it):", "",
+                  "![hold-out Pareto picture](pareto.png)", ""]
+    if plot_learning_curves(arms, out / "learning_curves.png"):
+        lines += ["Learning curves of the reported runs (thin: one seed; thick: the mean; the training loss is "
+                  "the mean since the previous logged step, at the perturbed weights for the weight-noise "
+                  "methods):", "", "![learning curves](learning_curves.png)", ""]
+    return lines
 
 
 ARM_ORDER = ("sgd", "dropout", "damp", "daap", "sam", "asam", "rwp", "mrwp", "sgd + augmix", "damp + augmix")

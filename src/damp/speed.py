@@ -1,20 +1,15 @@
 """`damp bench`: step-time ratios against SGD, trainer overhead, corruption and evaluation throughput.
 
-Every ratio is measured within one run on one device: the methods are timed in turn, round after
-round, and a ratio is the median over rounds of the two times of one round (``paired_ratios``).
-Timings synchronise CUDA before reading the clock.
+Every ratio is measured within one run on one device, by the round-robin of :mod:`damp.timing`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import platform
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 
@@ -26,6 +21,7 @@ from damp.methods.subbatch import PerLayer, plan
 from damp.models import build_model
 from damp.corruptions import SEVERITIES
 from damp.runtime import autocast_dtype
+from damp.timing import median_time, paired_ratios, peak_memory_mib, round_robin_samples, sync, time_steps
 
 # Reference ms per image per severity: the hendrycks/robustness code timed on one core of this project's
 # CI machine class (docs/corruptions.md, "Speed").
@@ -42,23 +38,6 @@ REFERENCE_MS = {
 PRESET_SIZES = {"cifar": (32, 0), "tiny": (64, 1), "imagenet": (224, 2)}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up (allocations, kernel selection)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 # The models `damp bench` times: (in_channels, image size, build kwargs). The small CNN and the MLP
 # are those of the Fashion-MNIST presets (configs/fashion_mnist_small_cnn), ResNet-8 that of the
 # converged suite (configs/fashion_mnist_resnet8); ResNet18 is the CIFAR one.
@@ -72,66 +51,6 @@ CPU_TARGETS = {"resnet18": {"damp": (0.05, True), "daap": (0.05, True), "sam": (
 
 # Least seconds of SGD steps in one timing sample of damp bench's step-time ratios.
 SAMPLE_SECONDS = 0.25
-
-
-def _trim_heap() -> None:
-    """Give freed heap memory back to the OS (glibc), so a step's resident peak is its own."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def retain_freed_heap() -> bool:
-    """Keep freed heap memory in the process (glibc): allocations up to 32 MiB come from the heap, not
-    a fresh ``mmap``, and freed memory is not trimmed, so a step stops faulting its pages in anew.
-
-    Process-wide and irreversible; returns whether glibc accepted both settings (False elsewhere).
-    """
-    try:
-        import ctypes
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-    # 32 MiB is the largest mmap threshold glibc accepts on 64-bit (half its heap size).
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float | None:
-    """Peak memory of one call of ``step`` above the memory held before it, in MiB.
-
-    CUDA: ``max_memory_allocated``. CPU: the resident set sampled every millisecond by a thread
-    (Linux only; None elsewhere), after returning freed heap memory to the OS.
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    if not os.path.exists("/proc/self/statm"):
-        return None
-    _trim_heap()
-    before, peak, done = _resident_bytes(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _resident_bytes())
-            time.sleep(0.001)
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        step()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak[0] - before, 0) / 2**20
 
 
 def bench_variants(device: torch.device, m: int) -> dict[str, methods.Method]:
@@ -234,7 +153,7 @@ def trainer_overhead(device: torch.device, steps: int = 60) -> dict:
     model = model_for(cfg, bundle).to(device)
     optimizer = build_optimizer(cfg.optim, model)
     rates, count = [], 0
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     while count < steps:
         for x, y in bundle.train:
@@ -243,7 +162,7 @@ def trainer_overhead(device: torch.device, steps: int = 60) -> dict:
             optimizer.step()
             count += 1
             if count % interval == 0:
-                _sync(device)
+                sync(device)
                 now = time.perf_counter()
                 rates.append(interval * cfg.data.batch_size / (now - start))
                 start = now
@@ -274,7 +193,7 @@ def corruption_throughput(device: torch.device, presets: tuple[str, ...] = ("cif
                 for severity in SEVERITIES:
                     corruptions.corrupt(x, name, severity, preset=preset, generator=gen, frost_dir=frost_dir)
             try:
-                ms = 1000 * _median_time(run, repeats, device) / len(x)
+                ms = 1000 * median_time(run, repeats, device) / len(x)
             except FileNotFoundError as err:  # frost without textures: listed, not dropped silently
                 unavailable[name] = str(err)
                 continue
@@ -296,7 +215,7 @@ def evaluation_throughput(device: torch.device, model_name: str = "resnet18", im
     model = build_model(model_name, num_classes=10, in_channels=3, image_size=32).to(device)
     x = (torch.rand(images, 3, 32, 32) * 255).to(torch.uint8)
     y = torch.randint(0, 10, (images,))
-    seconds = _median_time(lambda: evaluate_clean(model, x, y), 2, device)
+    seconds = median_time(lambda: evaluate_clean(model, x, y), 2, device)
     return {"model": model_name, "images": images, "images_per_s": images / seconds}
 
 
@@ -330,7 +249,7 @@ def run_bench(device: str = "cpu", quick: bool = False, progress: Callable[[str]
 
 # ------------------------------------------------------------------------------ shared with the GPU suite
 # What benchmarks/gpu_measure.py (the GPU suite's measurements) times with: the methods and their
-# hyperparameters, one optimizer step, round-robin timing.
+# hyperparameters and one optimizer step (the clock itself is damp.timing's).
 
 WHOLE_BATCH_EXECUTORS = ("fused", "split")  # the paper's math (synced BatchNorm): the candidates for a target
 # The methods timed against SGD and their hyperparameters.
@@ -360,36 +279,3 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, method: m
     optimizer.zero_grad(set_to_none=True)
     method.backward(net, x, y, F.cross_entropy, autocast_dtype=dtype)
     optimizer.step()
-
-
-def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
-    """Seconds per call over ``steps`` back-to-back calls: one sync at each end, so the host may run ahead."""
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
-
-
-def round_robin_samples(steps: dict[str, Callable[[], None]], device: torch.device, *, warmup: int,
-                        samples: int, steps_per_sample: int) -> dict[str, list[float]]:
-    """Seconds per call of each step function, one sample per round, the functions timed in turn."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(samples):
-        for name, step in steps.items():
-            times[name].append(time_steps(step, steps_per_sample, device))
-    return times
-
-
-def paired_ratios(times: dict[str, list[float]], baseline: str) -> dict[str, float]:
-    """The median over rounds of each function's time over the baseline's in the same round.
-
-    A machine that speeds up or slows down between rounds moves both times of a round alike, so
-    the per-round ratio cancels it where a ratio of medians would not.
-    """
-    return {name: statistics.median(t / b for t, b in zip(values, times[baseline]))
-            for name, values in times.items() if name != baseline}
