@@ -16,7 +16,7 @@
 #                        and the CIFAR-10 python files (--data-root).
 # The report part of a Fashion-MNIST suite also sets its verdicts beside the other Fashion-MNIST suite's finished arms
 # ("The two regimes" in RESULTS.md), when both write to their default results/SUITE/runs. A report part run while
-# some arms are unfinished reports the finished ones and names the others at the top of RESULTS.md.
+# some arms are unfinished (or not started) reports the finished ones and names the others at the top of RESULTS.md.
 # --budget-minutes N: no run starts after N minutes of the call (then exit 75); run the same command again to
 #                        continue. Both Fashion-MNIST suites write their runs to results/SUITE/runs (records
 #                        committed, checkpoints git-ignored), so a suite goes on on another machine.
@@ -137,7 +137,9 @@ for part in "${PARTS[@]}"; do
         mkdir -p "results/$other/runs"
         regimes=(--regime "$name" --other-regime "$other_name=results/$other/runs")
       fi
-      "$DAMP" report "$OUT"/*/ --out "$RESULTS" --claims --skip-unfinished --title "$TITLE" "${regimes[@]}" \
+      arms=()  # every arm of the suite, started or not: RESULTS.md names those not finished
+      for arm in "${ALL[@]}"; do [[ $arm == report ]] || arms+=("$OUT/$arm"); done
+      "$DAMP" report "${arms[@]}" --out "$RESULTS" --claims --skip-unfinished --title "$TITLE" "${regimes[@]}" \
         --command "bash benchmarks/suite.sh $SUITE${FROST_DIR:+ --frost-dir DIR}${DATA_ROOT:+ --data-root DIR}" ;;
     sgd|dropout|damp|daap|sam|asam|sgd_zoom_blur|sgd_gaussian_noise|rwp|mrwp|augmix|damp_augmix)
       echo "== $part" >&2

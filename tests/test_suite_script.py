@@ -123,6 +123,8 @@ def test_small_suite_takes_a_budget_and_commits_its_records(tmp_path):
 def test_each_fashion_mnist_report_sets_the_other_regime_beside_it(tmp_path):
     under = _sweep_calls(tmp_path, "fashion_mnist", "report")
     assert "--regime under-fitted --other-regime converged=results/fashion_mnist_converged/runs" in under[0]
+    # Every arm of the suite, run or not, so RESULTS.md names the ones not finished.
+    assert "--skip-unfinished" in under[0] and "results/fashion_mnist/runs/damp_augmix " in under[0]
     (tmp_path / "calls.txt").unlink()
     converged = _sweep_calls(tmp_path, "fashion_mnist_converged", "report")
     assert "--regime converged --other-regime under-fitted=results/fashion_mnist/runs" in converged[0]

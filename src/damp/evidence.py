@@ -1,7 +1,7 @@
 """RESULTS.md: a suite's tables and figures, and one paragraph per paper claim (paper §5) that says,
 from the measured numbers alone, whether the claim reproduced at this scale.
 
-Input is a list of `damp sweep` directories (each method's selected grid point, all its seeds, is
+Input is a list of `damp sweep` directories (each method's selected grid point, its reported seeds, is
 reported; the other grid points only feed the tuning table and the DAMP-vs-DAAP figure) and/or plain
 run directories. Every verdict follows a rule written next to it in the text; nothing is hard-coded.
 """
@@ -288,10 +288,10 @@ def _arm_order(run: Run) -> tuple[int, str, int]:
 
 
 def _unfinished(directories: list[str]) -> list[str]:
-    """A warning naming the sweeps that had not finished when the report was written (they are left out)."""
+    """A warning naming the sweeps that had not finished, or not started, when the report was written."""
     if not directories:
         return []
-    names = ", ".join(Path(d).name for d in directories)
+    names = ", ".join(Path(d).name + ("" if Path(d).exists() else " (not started)") for d in directories)
     return [f"**Incomplete.** These sweeps had not finished and are left out: {names}. Every section below reads "
             "the finished ones only; run the suite's command again to finish them and regenerate this file.", ""]
 

@@ -32,6 +32,7 @@ from damp.models.user import load_weights
 from damp.pixels import to_unit_float
 from damp.corruptions import SEVERITIES
 from damp.streaming import chunk_metrics, fgsm_results
+from damp.timing import sync
 
 # The dataset whose aggregates (heatmap columns, mCE) a preset's results follow.
 PRESET_DATASETS = {"cifar": "cifar10", "tiny": "tiny_imagenet", "imagenet": "imagenet"}
@@ -210,13 +211,13 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
     chunks = [(x.to(device), y.to(device)) for x, y in _chunks(images, labels)]
     preset = _check_preset(preset, chunks[0][0])
     generated: list[torch.Tensor] = []
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for name in names:
         for severity in severities:
             for index, (x, _) in enumerate(chunks):
                 generated.append(corrupt_chunk(x, name, severity, index, preset=preset, frost_dir=frost_dir))
-    _sync(device)
+    sync(device)
     generation = time.perf_counter() - start
     was_training = model.training
     model.eval()
@@ -225,18 +226,13 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, 
         for xc in generated:
             for s in range(0, len(xc), batch_size):
                 model(to_unit_float(xc[s:s + batch_size]))
-    _sync(device)
+    sync(device)
     inference = time.perf_counter() - start
     model.train(was_training)
     variants, n = len(names) * len(severities), len(images)
     return {"variants": variants, "images": n, "generation_s": generation, "inference_s": inference,
             "images_x_variants_per_s": variants * n / (generation + inference),
             "generation_over_inference": generation / inference}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def evaluate_factory_model(model_path: str, data: str, *, weights: str | None = None, data_root: str | None = None,

@@ -23,7 +23,7 @@ class SuiteInputs:
     selected: list[Run]
     tuning: list[Run]
     sweeps: dict[str, dict]  # sweep directory -> its summary.json
-    unfinished: list[str] = field(default_factory=list)  # sweep directories left out: no summary.json yet
+    unfinished: list[str] = field(default_factory=list)  # sweep directories left out: not started, or running
 
 
 def fresh_seeds_only(summary: dict) -> bool:
@@ -37,11 +37,15 @@ def load_inputs(paths: list[str | Path], keep: Callable[[dict], bool] | None = N
     """Sweep directories (with summary.json) and run directories -> :class:`SuiteInputs`.
 
     ``keep``, given a sweep's summary, says whether to read that sweep at all (e.g. :func:`fresh_seeds_only`).
-    A sweep without summary.json is an error, or with ``skip_unfinished`` is listed in ``unfinished``.
+    A sweep without summary.json is an error; with ``skip_unfinished`` it is listed in ``unfinished``, and
+    so is a directory that does not exist yet (a sweep not started).
     Raises ValueError when no filter is given and the paths report no run.
     """
     selected, tuning, sweeps, unfinished = [], [], {}, []
     for path in map(Path, paths):
+        if skip_unfinished and not path.exists():
+            unfinished.append(str(path))
+            continue
         if not (path / "sweep.yaml").is_file():
             selected.append(load_run(path))
             continue

@@ -158,7 +158,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="compare runs: Markdown table, error-vs-severity curves, heatmaps")
     rep.add_argument("runs", nargs="+", help="run directories (results.json or evaluation.json) and/or `damp sweep` "
-                     "directories (each stands for its selected points, all seeds)")
+                     "directories (each stands for its selected points, reported seeds)")
     rep.add_argument("--out", required=True, help="output directory for report.md (RESULTS.md with --claims) and "
                      "the PNG figures")
     rep.add_argument("--baseline", help="run label the heatmap divides by (default: sgd)")
@@ -166,7 +166,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                      "tuning grid and one paragraph per paper claim with its verdict")
     rep.add_argument("--title", help="the report's title")
     rep.add_argument("--command", dest="regenerate_command",
-                     help="the command that regenerates the report, named in RESULTS.md")
+                     help="the command that regenerates the report, named in RESULTS.md (default: this "
+                          "damp report command)")
     rep.add_argument("--regime", help="with --claims and --other-regime: this suite's name in \"The two regimes\" "
                      "(e.g. converged)")
     rep.add_argument("--other-regime", metavar="NAME=DIR",
@@ -174,8 +175,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                           "finished arms that follow the protocol (fresh seeds) RESULTS.md sets beside this suite's "
                           "verdicts")
     rep.add_argument("--skip-unfinished", action="store_true",
-                     help="leave out sweep directories that have not finished (no summary.json) instead of stopping; "
-                          "RESULTS.md names them")
+                     help="leave out sweep directories that have not finished (no summary.json) or do not exist yet, "
+                          "instead of stopping; RESULTS.md (--claims) or stderr names them")
     rep.set_defaults(func=cmd_report)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -123,6 +124,15 @@ def _other_regimes(args: argparse.Namespace) -> dict[str, str]:
     return {name: directory}
 
 
+def _report_command(args: argparse.Namespace) -> str:
+    """The damp report command line that regenerates this RESULTS.md, from the parsed arguments."""
+    words = ["damp", "report", *args.runs, "--out", args.out, "--claims"]
+    words += ["--title", args.title] if args.title else []
+    words += ["--regime", args.regime, "--other-regime", args.other_regime] if args.regime else []
+    words += ["--skip-unfinished"] if args.skip_unfinished else []
+    return shlex.join(words)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from damp.report import comparison_table, group, write_report
 
@@ -131,7 +141,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from damp.evidence import write_results
 
         path = write_results(args.runs, args.out, title=args.title or "damp results",
-                             command=args.regenerate_command or "damp report " + " ".join(args.runs) + " --claims",
+                             command=args.regenerate_command or _report_command(args),
                              regime=args.regime, others=others, skip_unfinished=args.skip_unfinished)
         print(f"wrote {path}")
         return 0
