@@ -18,7 +18,7 @@ from damp.report import Run, load_run
 
 @dataclass
 class SuiteInputs:
-    """The reported runs (selected points, every seed) and the other grid points of the sweeps."""
+    """The reported runs (selected points, their reported seeds) and the other grid points of the sweeps."""
 
     selected: list[Run]
     tuning: list[Run]
