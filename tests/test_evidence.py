@@ -176,3 +176,15 @@ def test_unfinished_sweeps_stop_the_report_unless_skipped_and_then_are_named(tmp
     assert "Incomplete" not in (tmp_path / "complete" / "RESULTS.md").read_text()
     assert main(["report", *suite, str(running), "--out", str(tmp_path / "plain"), "--skip-unfinished"]) == 0
     assert "left out, not finished" in capsys.readouterr().err
+
+
+def test_a_selection_still_at_the_grid_edge_is_flagged_in_the_tuning_table(tmp_path):
+    suite = _suite(tmp_path / "suite", 25.0)
+    summary_file = tmp_path / "suite" / "damp" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary_file.write_text(json.dumps({**summary, "still_at_edge": "damp selected 0.1, the lower edge"}))
+    out = tmp_path / "results"
+    assert main(["report", *suite, "--out", str(out), "--claims"]) == 0
+    tuning = (out / "RESULTS.md").read_text().split("## Tuning on the hold-out split")[1].split("\n## ")[0]
+    assert "| damp | method.std=0.1 | 3 |" in tuning and "| yes, still at the grid's edge |" in tuning
+    assert "| daap | method.std=0.01 | 3 |" in tuning and tuning.count("still at the grid's edge") == 1

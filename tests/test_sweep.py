@@ -114,8 +114,11 @@ def test_a_selection_at_the_grid_edge_extends_the_grid(tmp_path, monkeypatch):
     assert [e["added"] for e in summary["extensions"]] == ["0.2", "0.4", "0.8"]
     assert summary["selection"]["damp"]["point"] == {"method.std": "0.4"}  # interior after three steps
     assert "the upper edge" in summary["protocol"]
+    assert summary["still_at_edge"] is None and "still at an edge" not in summary["protocol"]
     capped = run_sweep(None, {"method.std": ["0.05", "0.1"]}, 1, tmp_path / "t", sets=SETS, extend_edges=1)
     assert capped["grid"]["method.std"] == ["0.05", "0.1", "0.2"] and len(capped["extensions"]) == 1
+    assert capped["still_at_edge"] == "damp selected 0.2, the upper edge"  # the one extension did not suffice
+    assert "still at an edge after 1 extension(s)" in capped["protocol"]
 
 
 def test_tune_sets_apply_to_tuning_runs_only_and_holdout_corruptions_are_tuning_numbers(tmp_path):

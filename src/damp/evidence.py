@@ -56,12 +56,13 @@ def timing_table(arms: dict[str, list[Run]]) -> tuple[str, dict[str, float]]:
 def tuning_table(sweeps: dict[str, dict]) -> str:
     """Every grid point of every sweep with the hold-out error that selected it and its hold-out
     corruption error (means over the tuning seeds only), the seeds it ran in all, and which point
-    was selected."""
+    was selected (flagged when it is still at the grid's edge after the allowed extensions)."""
     lines = ["| run | grid point | seeds run | hold-out error % (tuning seeds) | hold-out corruption error % "
              "| selected |", "|---|---|---|---|---|---|"]
     for summary in sweeps.values():
         chosen = [c["point"] for c in summary["selection"].values()]
         tuning_seeds = summary.get("tuning_seeds")
+        mark = "yes, still at the grid's edge" if summary.get("still_at_edge") else "yes"
 
         def mean(row: dict, key: str) -> str:
             values = [r[key] for r in row["runs"] if r.get(key) is not None
@@ -70,7 +71,7 @@ def tuning_table(sweeps: dict[str, dict]) -> str:
         for row in summary["points"]:
             point = ", ".join(f"{k}={v}" for k, v in row["point"].items()) or "(preset)"
             lines.append(f"| {row['label']} | {point} | {len(row['runs'])} | {mean(row, 'holdout_error')} | "
-                         f"{mean(row, 'holdout_corruption_error')} | {'yes' if row['point'] in chosen else ''} |")
+                         f"{mean(row, 'holdout_corruption_error')} | {mark if row['point'] in chosen else ''} |")
     return "\n".join(lines)
 
 

@@ -134,23 +134,36 @@ def _run_sweep(config, grid: dict[str, list[str]], spec: dict, out: Path, sets: 
         runs += new
         selection = select_points(summarize_points(runs, results, configs))
         extensions.append({"key": key, "added": value, "because": reason})
+    # Extensions spent and the selection still at an edge: the optimum may lie beyond the grid (say so).
+    still = _edge_extension(grid, selection) if spec["extend_edges"] else None
     reported = list(range(seeds, seeds + fresh_seeds)) if fresh_seeds else list(range(max(seeds, final_seeds)))
     extra = [SweepRun(tuple(chosen["point"].items()), seed)
              for chosen in selection.values() for seed in reported if seed >= seeds]
     run_all(extra, tuning=False)
+    summary = {"grid": grid, "points": summarize_points(runs + extra, results, configs), "selection": selection,
+               "tuning_seeds": seeds, "reported_seeds": reported, "extensions": extensions,
+               "still_at_edge": None if still is None else still[2],
+               "protocol": _protocol_text(seeds, final_seeds, fresh_seeds, reported, extensions, still)}
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
+    write_text(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def _protocol_text(seeds: int, final_seeds: int, fresh_seeds: int, reported: list[int], extensions: list[dict],
+                   still: tuple[str, str, str] | None) -> str:
+    """The summary's one-sentence account of how the reported point was selected and seeded."""
     protocol = f"best grid point per method by the mean hold-out error (data.holdout) over seeds 0..{seeds - 1}"
     if extensions:
         protocol += "; grid extended at its edge: " + "; ".join(f"{e['key']} += {e['added']} ({e['because']})"
                                                                for e in extensions)
+    if still is not None:
+        protocol += (f"; still at an edge after {len(extensions)} extension(s), the most --extend-edges allows "
+                     f"({still[2]}): the best value may lie beyond the grid")
     if fresh_seeds:
         protocol += f"; the selected point then runs fresh seeds {reported[0]}..{reported[-1]}, the only ones reported"
     elif final_seeds > seeds:
         protocol += f"; the selected point then runs seeds up to {final_seeds - 1}"
-    summary = {"grid": grid, "points": summarize_points(runs + extra, results, configs), "selection": selection,
-               "tuning_seeds": seeds, "reported_seeds": reported, "extensions": extensions, "protocol": protocol}
-    write_text(out / "summary.json", json.dumps(summary, indent=2))
-    write_text(out / "summary.md", summary_markdown(summary))
-    return summary
+    return protocol
 
 
 def _edge_extension(grid: dict[str, list[str]], selection: dict) -> tuple[str, str, str] | None:
