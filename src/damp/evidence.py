@@ -237,6 +237,10 @@ def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: 
              "gives the same initial weights and data order), with 95 % t-intervals; severity p-values are "
              f"Holm-adjusted across the severities; clean equivalence is TOST within ±{EQUIVALENCE_MARGIN:g} "
              "pt (docs/evidence.md). Every run's numbers: `runs.csv`.", "", table, ""]
+    if len(arms.get("damp", [])) >= 2 and len(arms) > 2:  # every other arm against DAMP itself
+        table, _ = paired_table(arms, baseline="damp")
+        lines += ["## Paired differences to DAMP", "", "Arm − DAMP, paired and tested as above: the baselines "
+                  "and the methods beyond the paper against DAMP itself.", "", table, ""]
     if protocol:
         lines += protocol_section(arms, inputs.tuning, arm)
         if regime and others:
