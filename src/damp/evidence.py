@@ -1,5 +1,6 @@
-"""RESULTS.md: a suite's tables and figures, and one paragraph per paper claim (paper §5) that says,
-from the measured numbers alone, whether the claim reproduced at this scale.
+"""RESULTS.md: a suite's tables and figures, and a verdict per paper claim (paper §5) that says, from the
+measured numbers alone, whether the claim reproduced at this scale (:mod:`damp.verdicts` by paired
+statistics under the protocol, :mod:`damp.mean_claims` by means for the claims it does not cover).
 
 Input is a list of `damp sweep` directories (each method's selected grid point, its reported seeds, is
 reported; the other grid points only feed the tuning table and the DAMP-vs-DAAP figure) and/or plain
@@ -14,27 +15,13 @@ from pathlib import Path
 from damp import methods
 from damp.checkpoint import write_text
 from damp.evidence_figures import plot_learning_curves, plot_pareto
+from damp.mean_claims import claim_sections, corruption_mean, mean_std
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.regimes import other_regimes, regimes_section
-from damp.verdicts import protocol_section
-from damp.report import _mean_std as _stats
 from damp.report import (Run, comparison_table, corruption_error_ratios, group, plot_damp_vs_daap, plot_heatmap,
-                         plot_severity_curves, severity_errors)
-from damp.suite_inputs import SuiteInputs, arm, arms_of, corruption_error, fresh_seeds_only, load_inputs
-
-# "About equal clean error": a clean-error ratio to SGD within the paper's own CIFAR-10 DAMP ratio (1.03, Fig. 5).
-CLEAN_RATIO_TOLERANCE = 0.03
-
-
-def _pm(values: list[float]) -> str:
-    """mean ± std, the std shown even for one value (0.00), so every cell of a table has both."""
-    mean, std = _stats(values)
-    return f"{mean:.2f} ± {std:.2f}"
-
-
-def _corruption_mean(run: Run) -> float:
-    value = corruption_error(run)
-    return float("nan") if value is None else value
+                         plot_severity_curves)
+from damp.suite_inputs import RUNNING, SuiteInputs, arm, arms_of, fresh_seeds_only, load_inputs
+from damp.verdicts import protocol_section
 
 
 def _seconds(run: Run) -> float | None:
@@ -48,7 +35,7 @@ def timing_table(arms: dict[str, list[Run]]) -> tuple[str, dict[str, float]]:
     ratios = {a: statistics.fmean(v) / base for a, v in seconds.items() if v and base}
     lines = ["| method | training time (s) | time / SGD |", "|---|---|---|"]
     for a, values in seconds.items():
-        lines.append(f"| {arms[a][0].label} | {_pm(values) if values else 'n/a'} | "
+        lines.append(f"| {arms[a][0].label} | {mean_std(values) if values else 'n/a'} | "
                      f"{ratios[a]:.2f} |" if a in ratios else f"| {arms[a][0].label} | n/a | n/a |")
     return "\n".join(lines), ratios
 
@@ -73,117 +60,6 @@ def tuning_table(sweeps: dict[str, dict]) -> str:
             lines.append(f"| {row['label']} | {point} | {len(row['runs'])} | {mean(row, 'holdout_error')} | "
                          f"{mean(row, 'holdout_corruption_error')} | {mark if row['point'] in chosen else ''} |")
     return "\n".join(lines)
-
-
-def claim_severity(arms: dict[str, list[Run]], other: str) -> str:
-    """Claim 1: DAMP lowers the error at every severity against SGD/Dropout at about equal clean error."""
-    damp, base = arms["damp"], arms[other]
-    rows = ["| severity | " + f"{base[0].label} | {damp[0].label} | difference |", "|---|---|---|---|"]
-    lower = beyond = 0
-    for s in range(6):
-        d = [severity_errors(r)[s] for r in damp if s in severity_errors(r)]
-        b = [severity_errors(r)[s] for r in base if s in severity_errors(r)]
-        if not d or not b:
-            continue
-        (dm, ds), (bm, bs) = _stats(d), _stats(b)
-        if s > 0:
-            lower += dm < bm
-            beyond += bm - dm > ds + bs
-        rows.append(f"| {'clean' if s == 0 else s} | {_pm(b)} | {_pm(d)} | {dm - bm:+.2f} |")
-    clean_ratio = _stats([r.results['clean']['error'] for r in damp])[0] / \
-        _stats([r.results['clean']['error'] for r in base])[0]
-    equal_clean = abs(clean_ratio - 1) <= CLEAN_RATIO_TOLERANCE
-    verdict = ("reproduced" if lower == 5 and equal_clean else
-               "partly reproduced" if lower > 0 else "not reproduced")
-    text = (f"DAMP's mean error is lower than {base[0].label}'s at {lower} of 5 severities ({beyond} of them by "
-            f"more than the two seed standard deviations added), with a clean-error ratio of {clean_ratio:.3f} "
-            f"({'within' if equal_clean else 'outside'} the ±{CLEAN_RATIO_TOLERANCE:.2f} taken as about equal). "
-            f"Mean corruption error: {_pm([_corruption_mean(r) for r in base])} → "
-            f"{_pm([_corruption_mean(r) for r in damp])}. Rule: reproduced when lower at all 5 severities at about "
-            "equal clean error; partly when lower at some severities, or at all 5 with a clean error that is not "
-            "about equal; not reproduced when lower at none.")
-    return f"**{verdict.capitalize()}.** {text}\n\n" + "\n".join(rows)
-
-
-def claim_additive(arms: dict[str, list[Run]], grid: list[Run]) -> str:
-    """Claim 3: multiplicative (DAMP) beats additive (DAAP) noise; DAAP is only slightly better than SGD."""
-    damp, daap, sgd = (arms[a] for a in ("damp", "daap", "sgd"))
-    means = {a: _stats([_corruption_mean(r) for r in arms[a]])[0] for a in ("damp", "daap", "sgd")}
-    by_point: dict[tuple[str, str], list[float]] = {}  # (arm, label) -> corruption errors of its seeds
-    for run in grid:
-        if arm(run) in ("damp", "daap"):
-            by_point.setdefault((arm(run), run.label), []).append(_corruption_mean(run))
-    point_means = {key: statistics.fmean(v) for key, v in sorted(by_point.items())}
-    points = "; ".join(f"{label} {m:.2f}" for (_, label), m in point_means.items())
-    best = {a: min((m for (a2, _), m in point_means.items() if a2 == a), default=float("inf"))
-            for a in ("damp", "daap")}
-    verdict = "reproduced" if means["damp"] < means["daap"] and best["damp"] < best["daap"] else \
-        "partly reproduced" if means["damp"] < means["daap"] or best["damp"] < best["daap"] else "not reproduced"
-    return (f"**{verdict.capitalize()}.** Mean corruption error of the selected points: {damp[0].label} "
-            f"{_pm([_corruption_mean(r) for r in damp])}, {daap[0].label} {_pm([_corruption_mean(r) for r in daap])}, "
-            f"{sgd[0].label} {_pm([_corruption_mean(r) for r in sgd])}; DAAP − SGD = "
-            f"{means['daap'] - means['sgd']:+.2f}, DAMP − SGD = {means['damp'] - means['sgd']:+.2f}. "
-            "Every grid point "
-            f"(all seeds it ran): {points or 'none'}. Rule: reproduced when DAMP is lower both at the selected points "
-            "and at the best grid point of each; partly when at one of the two.")
-
-
-def claim_cost(arms: dict[str, list[Run]], ratios: dict[str, float]) -> str:
-    """Claims 4 and 5: DAMP beats SAM on corrupted data at about half the cost; ASAM is strong at 2x cost."""
-    rows = ["| method | mean corruption error % | clean error % | time / SGD | reduction vs SGD (points) "
-            "| reduction per SGD-time |", "|---|---|---|---|---|---|"]
-    sgd = _stats([_corruption_mean(r) for r in arms["sgd"]])[0]
-    for a in ("sgd", "damp", "sam", "asam"):
-        if a not in arms:
-            continue
-        c = [_corruption_mean(r) for r in arms[a]]
-        ratio, reduction = ratios.get(a), sgd - _stats(c)[0]
-        per_time = "n/a" if ratio is None else f"{reduction / ratio:.2f}"
-        rows.append(f"| {arms[a][0].label} | {_pm(c)} | {_pm([r.results['clean']['error'] for r in arms[a]])} | "
-                    f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {reduction:+.2f} | {per_time} |")
-    damp, sam = (_stats([_corruption_mean(r) for r in arms[a]])[0] for a in ("damp", "sam"))
-    asam = _stats([_corruption_mean(r) for r in arms["asam"]])[0] if "asam" in arms else None
-    cheaper = ratios.get("sam") is not None and ratios.get("damp") is not None and ratios["damp"] < ratios["sam"]
-    verdict = "reproduced" if damp < sam and cheaper else "partly reproduced" if damp < sam or cheaper \
-        else "not reproduced"
-    text = (f"DAMP's mean corruption error is {damp:.2f} against SAM's {sam:.2f}, at "
-            f"{ratios.get('damp', float('nan')):.2f}× and {ratios.get('sam', float('nan')):.2f}× "
-            "SGD's training time. "
-            "Rule: reproduced when DAMP has the lower corruption error and the lower cost; partly when one of them. "
-            "The last column divides the reduction by the time ratio: the gain per SGD-length of training. "
-            + ("" if asam is None else
-               f"ASAM's corruption error is {asam:.2f} at {ratios.get('asam', float('nan')):.2f}× SGD's time, "
-               f"{'lower' if asam < damp else 'not lower'} than DAMP's (the paper finds ASAM strongest on CIFAR at "
-               "twice the cost). ")
-            + "Times are wall-clock on the machine the suite ran on (the table above); `damp bench` measures "
-            "step-time ratios in isolation.")
-    return f"**{verdict.capitalize()}.** {text}\n\n" + "\n".join(rows)
-
-
-def claim_breadth(groups: dict[str, list[Run]], arms: dict[str, list[Run]], dataset: str | None) -> str:
-    """Claim 2: training on one corruption helps it but costs clean accuracy and other corruptions;
-    DAMP improves (nearly) every corruption at a clean ratio of about 1."""
-    singles = [a for a in arms if " + " in a]
-    baseline = arms["sgd"][0].label
-    columns, rows = corruption_error_ratios(groups, baseline, dataset)
-    corr = [c for c in columns if c not in ("none", "avg")]
-
-    def describe(a: str) -> tuple[str, int, float]:
-        ratios = dict(zip(columns, rows[arms[a][0].label]))
-        improved = sum(ratios[c] < 1 for c in corr)
-        worst = max(corr, key=lambda c: ratios[c])
-        return (f"{arms[a][0].label}: below 1 on {improved} of {len(corr)} corruptions, worst {worst} "
-                f"{ratios[worst]:.2f}, avg {ratios['avg']:.2f}, clean {ratios['none']:.2f}", improved, ratios["none"])
-
-    damp_text, damp_improved, damp_clean = describe("damp")
-    others = [describe(a) for a in singles]
-    broader = all(damp_improved > n for _, n, _ in others)
-    cleaner = all(damp_clean < c for _, _, c in others)
-    verdict = "reproduced" if others and broader and cleaner else "partly reproduced" if broader or cleaner \
-        else "not reproduced"
-    return (f"**{verdict.capitalize()}.** Corruption-error ratios to {baseline} (heatmap above): {damp_text}; "
-            + "; ".join(t for t, _, _ in others) + ". Rule: reproduced when DAMP is below 1 on more corruptions "
-            "than every single-corruption arm and has the lower clean ratio; partly when one of the two.")
 
 
 def write_results(paths: list[str | Path], out: str | Path, *, title: str, command: str,
@@ -220,8 +96,8 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
               "on the machine the suite ran on. Other work may have shared that machine; `damp bench` measures "
               "step-time ratios in isolation.", "", timing, ""]
     lines += _tuning_sections(inputs, arms, out)
-    lines += ["## The paper's claims at this scale", ""] + _claims(groups, arms, ratios, inputs.tuning, dataset,
-                                                                  protocol)
+    lines += ["## The paper's claims at this scale", ""] + claim_sections(groups, arms, ratios, inputs.tuning,
+                                                                        dataset, protocol)
     path = out / "RESULTS.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
@@ -292,11 +168,11 @@ def _arm_order(run: Run) -> tuple[int, str, int]:
     return (ARM_ORDER.index(name) if name in ARM_ORDER else len(ARM_ORDER), name, run.seed)
 
 
-def _unfinished(directories: list[str]) -> list[str]:
+def _unfinished(states: dict[str, str]) -> list[str]:
     """A warning naming the sweeps that had not finished, or not started, when the report was written."""
-    if not directories:
+    if not states:
         return []
-    names = ", ".join(Path(d).name + ("" if Path(d).exists() else " (not started)") for d in directories)
+    names = ", ".join(Path(d).name + ("" if state == RUNNING else f" ({state})") for d, state in states.items())
     return [f"**Incomplete.** These sweeps had not finished and are left out: {names}. Every section below reads "
             "the finished ones only; run the suite's command again to finish them and regenerate this file.", ""]
 
@@ -306,36 +182,11 @@ def _headline(arms: dict[str, list[Run]]) -> list[str]:
     if "damp" not in arms or "sgd" not in arms:
         return []
     damp, sgd = arms["damp"], arms["sgd"]
+    damp_corr, sgd_corr = ([corruption_mean(r) for r in runs] for runs in (damp, sgd))
     return [f"**Headline.** {damp[0].label} vs {sgd[0].label} ({len(damp)} and {len(sgd)} seeds): mean corruption "
-            f"error {_pm([_corruption_mean(r) for r in damp])} vs {_pm([_corruption_mean(r) for r in sgd])} %, clean "
-            f"error {_pm([r.results['clean']['error'] for r in damp])} vs "
-            f"{_pm([r.results['clean']['error'] for r in sgd])} %.", ""]
-
-
-def _claims(groups, arms, ratios, tuning, dataset, protocol: bool = False) -> list[str]:
-    """One section per paper claim by the mean-based rules; under the protocol, only the claims its
-    verdicts do not cover (claims 1 and 3 are judged there, with paired statistics)."""
-    claims = [  # (heading, the arms it needs, the paragraph)
-        ("DAMP vs SGD per severity (claim 1)", ("sgd", "damp"), lambda: claim_severity(arms, "sgd")),
-        ("DAMP vs Dropout per severity (claim 1)", ("dropout", "damp"), lambda: claim_severity(arms, "dropout")),
-        ("Single-corruption training vs DAMP in breadth (claim 2)", ("sgd", "damp"),
-         lambda: claim_breadth(groups, arms, dataset) if any(" + " in a for a in arms)
-         else "Not assessed: no single-corruption runs."),
-        ("DAMP vs DAAP (claim 3)", ("sgd", "damp", "daap"),
-         lambda: claim_additive(arms, [*tuning, *arms["damp"], *arms["daap"]])),
-        ("DAMP vs SAM/ASAM per unit of training time (claims 4, 5)", ("sgd", "damp", "sam"),
-         lambda: claim_cost(arms, ratios)),
-    ]
-    sections = []
-    if protocol:
-        claims = [c for c in claims if "claim 1" not in c[0] and "claim 3" not in c[0]]
-        sections += ["Claims 1 and 3 are judged above, by the protocol's paired rules. The sections below use the "
-                     "older mean-based rules, for the claims the protocol does not cover.", ""]
-    for heading, required, paragraph in claims:
-        missing = [a for a in required if a not in arms]
-        body = f"Not assessed: no {', '.join(missing)} runs." if missing else paragraph()
-        sections += [f"### {heading}", "", body, ""]
-    return sections
+            f"error {mean_std(damp_corr)} vs {mean_std(sgd_corr)} %, clean "
+            f"error {mean_std([r.results['clean']['error'] for r in damp])} vs "
+            f"{mean_std([r.results['clean']['error'] for r in sgd])} %.", ""]
 
 
 def _setup(runs: list[Run]) -> str:

@@ -16,6 +16,9 @@ from damp import methods
 from damp.report import Run, load_run
 
 
+NOT_STARTED, RUNNING = "not started", "running"
+
+
 @dataclass
 class SuiteInputs:
     """The reported runs (selected points, their reported seeds) and the other grid points of the sweeps."""
@@ -23,7 +26,8 @@ class SuiteInputs:
     selected: list[Run]
     tuning: list[Run]
     sweeps: dict[str, dict]  # sweep directory -> its summary.json
-    unfinished: list[str] = field(default_factory=list)  # sweep directories left out: not started, or running
+    # sweep directories left out -> NOT_STARTED (no directory yet) or RUNNING (no summary.json yet)
+    unfinished: dict[str, str] = field(default_factory=dict)
 
 
 def fresh_seeds_only(summary: dict) -> bool:
@@ -37,21 +41,21 @@ def load_inputs(paths: list[str | Path], keep: Callable[[dict], bool] | None = N
     """Sweep directories (with summary.json) and run directories -> :class:`SuiteInputs`.
 
     ``keep``, given a sweep's summary, says whether to read that sweep at all (e.g. :func:`fresh_seeds_only`).
-    A sweep without summary.json is an error; with ``skip_unfinished`` it is listed in ``unfinished``, and
-    so is a directory that does not exist yet (a sweep not started).
+    A sweep without summary.json is an error; with ``skip_unfinished`` it is listed in ``unfinished`` as
+    RUNNING, and a directory that does not exist yet as NOT_STARTED.
     Raises ValueError when no filter is given and the paths report no run.
     """
-    selected, tuning, sweeps, unfinished = [], [], {}, []
+    selected, tuning, sweeps, unfinished = [], [], {}, {}
     for path in map(Path, paths):
         if skip_unfinished and not path.exists():
-            unfinished.append(str(path))
+            unfinished[str(path)] = NOT_STARTED
             continue
         if not (path / "sweep.yaml").is_file():
             selected.append(load_run(path))
             continue
         summary_file = path / "summary.json"
         if not summary_file.is_file() and skip_unfinished:
-            unfinished.append(str(path))
+            unfinished[str(path)] = RUNNING
             continue
         if not summary_file.is_file():
             raise FileNotFoundError(f"{path}: the sweep has not finished (no summary.json); run it again with --resume "

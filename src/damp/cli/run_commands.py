@@ -150,7 +150,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     # a sweep directory stands for its selected points
     inputs = load_inputs(args.runs, skip_unfinished=args.skip_unfinished)
     if inputs.unfinished:
-        print("left out, not finished: " + ", ".join(inputs.unfinished), file=sys.stderr)
+        print("left out, not finished: " + ", ".join(f"{d} ({state})" for d, state in inputs.unfinished.items()),
+              file=sys.stderr)
     runs = inputs.selected
     path = write_report([r.path for r in runs], args.out, baseline=args.baseline, title=args.title or "damp report")
     print(comparison_table(group(runs)))
