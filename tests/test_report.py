@@ -11,7 +11,8 @@ import yaml
 
 from damp.cli import main
 from damp.corruptions import names
-from damp.report import Run, corruption_error_ratios, damp_vs_daap_bars, paper_average_columns
+from damp.report import Run, corruption_error_ratios, paper_average_columns
+from damp.report_figures import damp_vs_daap_bars
 
 
 def results(clean: float, error_of, severities=(1, 2, 3, 4, 5)) -> dict:
@@ -65,7 +66,7 @@ def test_report_writes_the_paper_average_for_a_tiny_imagenet_heatmap(tmp_path):
 def _bars_calls(groups, monkeypatch, tmp_path) -> list:
     import matplotlib.axes
 
-    from damp.report import plot_damp_vs_daap
+    from damp.report_figures import plot_damp_vs_daap
 
     calls = []
     original = matplotlib.axes.Axes.bar

@@ -18,8 +18,8 @@ from damp.evidence_figures import plot_learning_curves, plot_pareto
 from damp.mean_claims import claim_sections, corruption_mean, mean_std
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.regimes import other_regimes, regimes_section
-from damp.report import (Run, comparison_table, corruption_error_ratios, group, plot_damp_vs_daap, plot_heatmap,
-                         plot_severity_curves)
+from damp.report import Run, comparison_table, corruption_error_ratios, group
+from damp.report_figures import plot_damp_vs_daap, plot_heatmap, plot_severity_curves
 from damp.suite_inputs import RUNNING, SuiteInputs, arm, arms_of, fresh_seeds_only, load_inputs
 from damp.verdicts import protocol_section
 

@@ -14,7 +14,8 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from damp.report import Run, _plt
+from damp.report import Run
+from damp.report_figures import pyplot
 
 
 def training_curves(run: Run) -> dict[str, list[tuple[int, float]]]:
@@ -54,7 +55,7 @@ def plot_learning_curves(arms: dict[str, list[Run]], path: Path) -> bool:
     per_arm = {name: [training_curves(r) for r in runs] for name, runs in arms.items()}
     if not any(c["loss"] for curves in per_arm.values() for c in curves):
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(PANELS), figsize=(13.5, 3.9))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, curves) in enumerate(per_arm.items()):
@@ -97,7 +98,7 @@ def plot_pareto(runs: list[Run], arm_of: Callable[[Run], str], path: Path) -> bo
             points.setdefault(arm_of(run), []).append((*point, run.label))
     if not points:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 4.6))
     for name, rows in points.items():
         ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", linestyle="none", label=name)
