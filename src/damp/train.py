@@ -27,9 +27,8 @@ from torch import nn
 from damp import __version__, methods, seeding
 from damp.checkpoint import load_checkpoint, write_text
 from damp.config import RunConfig, dump_config, method_arguments, resolve_corruptions, to_dict
-from damp.corruptions import corrupt_half
-from damp.data.augment import mixup_fixed
-from damp.data.augmix import augmix, jsd_loss, jsd_triplets
+from damp.data.augmix import jsd_loss
+from damp.data.batch_transforms import train_batch_transforms
 from damp.data.build import DataBundle, build_data
 from damp.dist import all_gather_objects, barrier, init_from_env, is_main, teardown
 from damp.evaluate import check_evaluation_inputs, corruption_results, evaluate
@@ -178,7 +177,8 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
             epoch, start_batch = divmod(run.step, run.steps_per_epoch)
             run.bundle.train.set_epoch(epoch)
             for batch_index, (x, y) in enumerate(run.bundle.train.iter_from(start_batch), start_batch):
-                x, y = _batch_transforms(run.cfg, x, y, epoch, batch_index, run.bundle.num_classes)
+                x, y = train_batch_transforms(run.cfg.data, run.cfg.seed, x, y, epoch, batch_index,
+                                              run.bundle.num_classes)
                 tracker.add(train_step(run, x, y), run.step)
                 run.step += 1
                 outputs.step_done()
@@ -312,22 +312,3 @@ def build_method(cfg: RunConfig, world_size: int) -> methods.Method:
         raise ValueError(f"method.num_perturbations: {cfg.method.num_perturbations} is not divisible by the "
                          f"{world_size} processes")
     return methods.build(name, **kwargs)
-
-
-def _batch_transforms(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int,
-                      num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train-on-a-corruption (Algorithm 2), fixed MixUp and AugMix, seeded from (seed, epoch, batch)."""
-    d = cfg.data
-    if d.train_corruption is not None:
-        seed = seeding.derive_seed(cfg.seed, seeding.TRAIN_CORRUPTION, epoch, batch)
-        gen = torch.Generator(device=x.device).manual_seed(seed)
-        # Severity 0: one severity 1-5 per batch, derived on the host (no device sync in the step loop).
-        severity = d.train_corruption_severity or 1 + seed % 5
-        x = corrupt_half(x, d.train_corruption, severity, gen, d.frost_dir)
-    if d.mixup > 0:
-        x, y = mixup_fixed(x, y, num_classes, d.mixup)
-    if d.augmix:
-        gen = torch.Generator(device=x.device).manual_seed(seeding.derive_seed(cfg.seed, seeding.AUGMIX, epoch, batch))
-        options = {"width": d.augmix_width, "depth": d.augmix_depth, "severity": d.augmix_severity}
-        x, y = jsd_triplets(x, y, gen, **options) if d.augmix_jsd else (augmix(x, gen, **options), y)
-    return x, y
