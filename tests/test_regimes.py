@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from damp.cli import main
-from damp.regimes import NOT_YET, damp_minus_sgd, regimes_section
+from damp.regimes import NOT_YET, damp_minus, regimes_section
 from damp.suite_inputs import finished_sweeps
 from damp.report import Run
 from tests.test_evidence import _suite
@@ -47,9 +47,14 @@ def test_verdicts_that_differ_and_agree_are_named():
 
 
 def test_paired_differences_per_regime():
-    assert damp_minus_sgd(arms(10.1, 27.0), "clean") == "+0.13 [+0.11, +0.15]"  # 0.1 + 0.01 s, s = 1..5
-    assert damp_minus_sgd(arms(10.1, 27.0), "corruption") == "-2.97 [-2.99, -2.95]"
-    assert damp_minus_sgd({"sgd": arms(10, 27)["sgd"]}, "clean") == NOT_YET
+    assert damp_minus(arms(10.1, 27.0), "clean") == "+0.13 [+0.11, +0.15]"  # 0.1 + 0.01 s, s = 1..5
+    assert damp_minus(arms(10.1, 27.0), "corruption") == "-2.97 [-2.99, -2.95]"
+    assert damp_minus({"sgd": arms(10, 27)["sgd"]}, "clean") == NOT_YET
+    with_daap = {**arms(10.1, 27.0), "daap": [run("daap", s, 10.0, 28.0) for s in range(1, 6)]}
+    assert damp_minus(with_daap, "corruption", "daap") == "-0.97 [-0.99, -0.95]"
+    assert damp_minus(arms(10.1, 27.0), "corruption", "daap") == NOT_YET
+    text = "\n".join(regimes_section([("converged", with_daap, []), ("under-fitted", arms(10, 27), [])], arm_of))
+    assert "| DAMP − DAAP, mean corruption error | -0.97 [-0.99, -0.95] | not yet assessed |" in text
 
 
 def test_a_regime_without_runs_is_not_yet_assessed():

@@ -8,7 +8,7 @@ import pytest
 
 from damp.report import Run
 from damp.verdicts import (claim_cost, claim_damp_dominates_daap, claim_lower_without_losing_clean,
-                           uninformative_corruptions)
+                           protocol_claims, uninformative_corruptions)
 
 NOISE = [0.05, -0.1, 0.08, -0.02, 0.03]  # per-seed wobble, so the paired differences have a spread
 
@@ -59,3 +59,32 @@ def test_cost_and_uninformative_corruptions():
     rises, uninformative = uninformative_corruptions(flat)
     assert rises["contrast"] == pytest.approx(0.5) and uninformative == ["contrast", "gaussian_noise"]
     assert uninformative_corruptions(SGD)[1] == []
+
+
+def test_a_clean_loss_inside_the_margin_is_named_and_ties_are_counted():
+    damp = [run(s, 10.2 + 0.01 * s, {1: 13, 2: 18, 3: 23, 4: 28, 5: 33}) for s in range(1, 6)]
+    verdict, text = claim_lower_without_losing_clean(damp, SGD, "sgd")
+    assert verdict == "reproduced" and "measurably higher" in text  # +0.2 pt: equivalent, yet above 0
+    _, text = claim_lower_without_losing_clean([run(s, 10.0, {1: 13, 2: 18, 3: 23, 4: 28, 5: 33})
+                                                for s in range(1, 6)], SGD, "sgd")
+    assert "measurably higher" not in text
+    tie = claim_damp_dominates_daap([run(1, 0, {}, holdout=(10.0, 20.0))], [run(1, 0, {}, holdout=(10.0, 21.0))])
+    assert tie[0] == "reproduced" and "1 of the dominations rest on a tie" in tie[1]
+    strict = claim_damp_dominates_daap([run(1, 0, {}, holdout=(9.0, 20.0))], [run(1, 0, {}, holdout=(10.0, 21.0))])
+    assert "tie" not in strict[1]
+
+
+def test_a_failed_cost_claim_is_said_in_every_robustness_paragraph():
+    def with_mean(r: Run, mean: float) -> Run:
+        r.results["summary"]["mean_corruption_error"] = mean + NOISE[r.seed - 1]
+        return r
+    damp = [with_mean(run(s, 10.0, {1: 13, 2: 18, 3: 23, 4: 28, 5: 33}, 150.0), 20.0 + 0.1 * s) for s in range(1, 6)]
+    daap = [with_mean(run(s, 10.0, {1: 14, 2: 19, 3: 24, 4: 29, 5: 34}, 180.0), 21.0) for s in range(1, 6)]
+    arms = {"sgd": SGD, "damp": damp, "daap": daap}
+    claims = protocol_claims(arms, [], lambda r: next(a for a, runs in arms.items() if r in runs))
+    robustness = [text for heading, _, text in claims if "cost" not in heading]
+    assert len(robustness) == 2 and all("1.50× SGD's training time" in text for text in robustness)
+    assert "DAMP − DAAP, paired over 5 seeds, is -0.70 [" in robustness[1]  # test-set context beside the rule
+    cheap = {**arms, "damp": [run(s, 10.0, {1: 13, 2: 18, 3: 23, 4: 28, 5: 33}, 100.0) for s in range(1, 6)]}
+    claims = protocol_claims(cheap, [], lambda r: next(a for a, runs in cheap.items() if r in runs))
+    assert not any("training time" in text for heading, _, text in claims if "cost" not in heading)

@@ -16,6 +16,7 @@ from pathlib import Path
 from damp.checkpoint import write_text
 from damp.report import Run, severity_errors
 from damp.stats import holm, paired, t_interval, tost
+from damp.suite_inputs import corruption_error
 from damp.corruptions import SEVERITIES
 from damp.corruptions import names as corruption_names
 
@@ -37,7 +38,7 @@ def _hyperparameters(config: dict) -> str:
 
 def run_row(arm_name: str, run: Run) -> dict:
     """One line of runs.csv: every number of the run's results.json, flattened, for one run."""
-    results, summary = run.results, run.results.get("summary") or {}
+    results = run.results
     clean, holdout, train = (results.get(key) or {} for key in ("clean", "holdout", "train"))
     severities = severity_errors(run)
     row = {"arm": arm_name, "label": run.label, "seed": run.seed, "run": str(run.path),
@@ -46,7 +47,7 @@ def run_row(arm_name: str, run: Run) -> dict:
            "clean_error": clean["error"], "clean_nll": clean.get("nll"), "clean_ece": clean.get("ece"),
            "holdout_error": holdout.get("error"), "holdout_nll": holdout.get("nll"),
            "train_error": train.get("error"),
-           "mean_corruption_error": summary.get("mean_corruption_error"),
+           "mean_corruption_error": corruption_error(run),
            "fgsm": json.dumps(results["fgsm"], sort_keys=True) if results.get("fgsm") else None,
            "train_seconds": (results.get("meta") or {}).get("train_seconds")}
     row.update({f"severity_{s}_error": severities.get(s) for s in SEVERITIES})
@@ -73,6 +74,11 @@ def write_runs_csv(arms: dict[str, list[Run]], path: str | Path) -> Path:
 def per_seed(runs: list[Run], severity: int) -> dict[int, float]:
     """{seed: error} at ``severity`` (0: clean; s: the mean over corruptions at s)."""
     return {run.seed: severity_errors(run)[severity] for run in runs if severity in severity_errors(run)}
+
+
+def per_seed_corruption(runs: list[Run]) -> dict[int, float]:
+    """{seed: mean corruption error} of the runs that measured one."""
+    return {run.seed: e for run in runs if (e := corruption_error(run)) is not None}
 
 
 def interval_cell(d) -> str:

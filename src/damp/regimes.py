@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from damp.paired import interval_cell, per_seed
+from damp.paired import interval_cell, per_seed, per_seed_corruption
 from damp.report import Run
 from damp.stats import paired, t_interval
-from damp.suite_inputs import arms_of, corruption_error, finished_sweeps, fresh_seeds_only, load_inputs
+from damp.suite_inputs import arms_of, finished_sweeps, fresh_seeds_only, load_inputs
 from damp.verdicts import NOT_ASSESSABLE, protocol_claims
 
 NOT_YET = "not yet assessed"
@@ -33,16 +33,14 @@ def other_regimes(others: dict[str, str | Path]) -> list[Regime]:
 
 def _per_seed(runs: list[Run], key: str) -> dict[int, float]:
     """{seed: clean error} (``key`` "clean") or {seed: mean corruption error} (``key`` "corruption")."""
-    if key == "clean":
-        return per_seed(runs, 0)
-    return {r.seed: v for r in runs if (v := corruption_error(r)) is not None}
+    return per_seed(runs, 0) if key == "clean" else per_seed_corruption(runs)
 
 
-def damp_minus_sgd(arms: dict[str, list[Run]], key: str) -> str:
-    """DAMP − SGD paired by seed, "mean [95 % CI]" in pt, or :data:`NOT_YET` with fewer than 2 pairs."""
-    if "damp" not in arms or "sgd" not in arms:
+def damp_minus(arms: dict[str, list[Run]], key: str, other: str = "sgd") -> str:
+    """DAMP − ``other`` paired by seed, "mean [95 % CI]" in pt, or :data:`NOT_YET` with fewer than 2 pairs."""
+    if "damp" not in arms or other not in arms:
         return NOT_YET
-    diffs = paired(_per_seed(arms["sgd"], key), _per_seed(arms["damp"], key))
+    diffs = paired(_per_seed(arms[other], key), _per_seed(arms["damp"], key))
     return interval_cell(t_interval(diffs)) if len(diffs) >= 2 else NOT_YET
 
 
@@ -55,11 +53,14 @@ def regimes_section(regimes: list[Regime], arm_of) -> list[str]:
     headings = list(dict.fromkeys(h for c in claims for h, _, _ in c))
     names = [name for name, _, _ in regimes]
     lines = ["## The two regimes", "", "The same protocol (docs/evidence.md) in each regime; every cell is computed "
-             "from that suite's run records. Differences are DAMP − SGD in pt, paired by seed, with 95 % "
-             "t-intervals.", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+             "from that suite's run records. Differences are DAMP − SGD (or − DAAP) in pt, paired by seed, with "
+             "95 % t-intervals: a verdict is its rule's outcome, these rows are the sizes behind it.", "",
+             "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {h} | " + " | ".join(v.get(h, NOT_YET) for v in verdicts) + " |" for h in headings]
-    for label, key in (("clean error", "clean"), ("mean corruption error", "corruption")):
-        lines.append(f"| DAMP − SGD, {label} | " + " | ".join(damp_minus_sgd(arms, key) for _, arms, _ in regimes)
+    rows = (("SGD, clean error", "clean", "sgd"), ("SGD, mean corruption error", "corruption", "sgd"),
+            ("DAAP, mean corruption error", "corruption", "daap"))
+    for label, key, other in rows:
+        lines.append(f"| DAMP − {label} | " + " | ".join(damp_minus(arms, key, other) for _, arms, _ in regimes)
                      + " |")
     assessed = [h for h in headings if all(h in v for v in verdicts)]
     differ = [h for h in assessed if len({v[h] for v in verdicts}) > 1]
