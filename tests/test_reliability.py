@@ -153,7 +153,7 @@ def bad(tmp_path_factory):
 T = ["train", "--set", "trainer.progress=false", "--set", "trainer.max_steps=1", "--set", "eval.corruptions=none"]
 CASES = [
     # (id, argv with {root} / {out} placeholders, expected text in the one-line error)
-    ("unknown key", [*T, "--set", "trainer.epochz=3", "--out", "{out}"], "did you mean 'epochs'"),
+    ("unknown key", [*T, "--set", "trainer.epochz=3", "--out", "{out}"], "did you mean 'trainer.epochs'"),
     ("unknown key in file", ["train", "--config", "{root}/config_typo.yaml", "--out", "{out}"], "trainer.epochz"),
     ("unknown section", [*T, "--set", "optimizer.lr=1", "--out", "{out}"], "did you mean 'optim'"),
     ("wrong type int", [*T, "--set", "trainer.epochs=three", "--out", "{out}"], "expected an integer"),
@@ -202,6 +202,8 @@ CASES = [
      "Unknown corruption"),
     ("existing evaluation file", ["evaluate", "{root}/run", "--out", "{root}/keep/precious.txt"], "exists"),
     ("report of a non-run", ["report", "{root}/keep", "--out", "{out}"], "no evaluation.json"),
+    ("report of a missing directory", ["report", "{root}/nothing", "--out", "{out}"], "no such run directory"),
+    ("unknown corrupt dataset", ["corrupt", "--data", "mnist", "--out", "{out}"], "cifar100, folder"),
     ("ImageNet variant on digits", ["evaluate", "{root}/run", "--imagenet-a", "{root}/inet/val", "--out",
                                     "{out}.json"], "ImageNet-trained"),
     ("unknown demo method", ["demo", "--methods", "sgd,adam", "--out", "{out}"], "Unknown demo method"),
@@ -219,6 +221,19 @@ def test_bad_input_is_one_line_nonzero_and_loses_nothing(case, bad, tmp_path, ca
     assert expected in err, err
     assert (bad / "keep" / "precious.txt").read_text() == "user data"
     assert load_checkpoint(bad / "other" / "last.pt")["step"] == 1  # untouched by the refused resume
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["evaluate", "{empty}"], "no checkpoint"),
+    (["sweep", "--config", str(REPO / "configs/digits_small_cnn/damp.yaml"), "--grid", "method.std=0.1",
+      "--final-seeds", "2", "--fresh-seeds", "2", "--out", "{out}"], "give one"),
+])
+def test_a_fast_failure_draws_no_progress_bar(argv, expected, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main([a.format(empty=tmp_path / "empty", out=tmp_path / "out") for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "\r" not in err and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_skip_bad_images_counts_instead_of_failing(bad, tmp_path):

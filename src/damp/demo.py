@@ -18,7 +18,7 @@ import torch
 from damp import __version__
 from damp.checkpoint import write_text
 from damp.config import RunConfig, load_config
-from damp.report import write_report
+from damp.report_markdown import write_report
 from damp.train import train
 from damp.corruptions import SEVERITIES
 

@@ -193,6 +193,7 @@ def test_batch_not_divisible_is_value_error(batch):
     ("sam", {"rho": 0.1, "num_perturbations": 1.5}, "num_perturbations"), ("nope", {}, "Unknown method"),
     ("damp", {"std": 0.1, "sigma": 0.2}, "sigma"), ("damp", {}, "std"), ("damp", {"std": 0.1, "seed": -1}, "seed"),
     ("rwp", {"std": -1}, "std"), ("mrwp", {"std": 0.1, "mix": 1.5}, "mix"), ("mrwp", {"std": 0.1, "mix": -0.1}, "mix"),
+    ("dropout", {}, "run-level name.*model.dropout"),
 ])
 def test_build_rejects_bad_hyperparameters(name, hp, match):
     with pytest.raises(ValueError, match=match):

@@ -55,7 +55,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="train baselines and DAMP on the embedded digits data and compare "
-                                       "their corruption robustness (CPU, a few minutes)")
+                                       "their corruption robustness (CPU, about 2 minutes)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--methods", default="all",
                       help="comma-separated methods with a digits preset (configs/digits_small_cnn), or "
@@ -89,10 +89,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                     help="a grid axis, e.g. --grid method.std=0.1,0.2 (repeatable: the grid is their product; "
                          "none: one point, the config itself)")
     sw.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..N-1 per grid point (default: 1)")
-    sw.add_argument("--final-seeds", type=_positive_int, default=0, metavar="N",
+    sw.add_argument("--final-seeds", type=_count, default=0, metavar="N",
                     help="then run each method's selected point up to N seeds (the paper: tune, then report "
                          "several seeds); default: no extra seeds")
-    sw.add_argument("--fresh-seeds", type=_positive_int, default=0, metavar="N",
+    sw.add_argument("--fresh-seeds", type=_count, default=0, metavar="N",
                     help="instead: run each method's selected point with N new seeds (after the tuning seeds) and "
                          "report only those (docs/evidence.md)")
     sw.add_argument("--extend-edges", type=_count, default=0, metavar="K",
@@ -138,7 +138,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                     "= 0.00893 in the paper); default: the run's (with --model: none)")
     ev.add_argument("--seed", type=int, default=0, help="seed of on-the-fly corruptions (default: 0)")
     ev.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    ev.add_argument("--data-root", help="where the run's dataset lives now (overrides the saved data.root)")
+    ev.add_argument("--data-root", help="the dataset folder: where a run's dataset lives now (overrides its saved "
+                    "data.root), or the --data dataset's folder with --model")
     ev.add_argument("--frost-dir", help="folder with the frost textures")
     variants = ev.add_argument_group("ImageNet variants",
                                      "the ImageNet variants are evaluated for runs trained on ImageNet")

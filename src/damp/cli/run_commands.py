@@ -30,7 +30,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_corrupt(args: argparse.Namespace) -> int:
     from damp import corruptions
     from damp.corruptions.dataset import write_array_c, write_folder_c
-    from damp.data import load_array_dataset
+    from damp.data import ARRAY_DATASETS, load_array_dataset
     from damp.data.folders import load_folder_images
     from damp.log import progress_bar
 
@@ -38,6 +38,8 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     names = corruptions.names() if args.corruptions == "all" else split_csv(args.corruptions)
     for name in names:
         corruptions.get(name)
+    if args.data != "folder" and args.data.replace("-", "_").lower() not in ARRAY_DATASETS:
+        raise ValueError(f"--data: unknown dataset {args.data!r} (choose from {', '.join(ARRAY_DATASETS)}, folder)")
     out = Path(args.out)
     refuse_existing(out, args.overwrite)
     if args.data == "folder":
@@ -134,7 +136,8 @@ def _report_command(args: argparse.Namespace) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from damp.report import comparison_table, group, write_report
+    from damp.report import comparison_table, group
+    from damp.report_markdown import write_report
 
     others = _other_regimes(args)
     if args.claims:

@@ -78,7 +78,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     for key, value in values.items():
         path = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(f"unknown config key {path!r}{suggest(key, list(known))}")
+            raise ConfigError(f"unknown config key {path!r}{suggest(key, list(known), prefix)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):

@@ -61,7 +61,8 @@ class MethodConfig:
     eta: float | None = None
     mix: float | None = None  # mrwp: the weight of the perturbed loss (0.5 by default)
     num_perturbations: int = 1  # M, counted over all processes as in the paper
-    # damp/daap/sam/asam: auto (fused on CUDA; on CPU split with BatchNorm, loop without), fused, split, loop
+    # auto (fused on CUDA; on CPU with BatchNorm fused below 64 input channels, split above; loop without), fused,
+    # split, loop
     executor: str = "auto"
     batchnorm: str = "whole"  # whole (the official synced BatchNorm) or ghost (per sub-batch; runs the loop)
 
@@ -146,7 +147,8 @@ METHOD_HYPERPARAMETERS = tuple(f.name for f in fields(MethodConfig)
                                if f.name not in ("name", "num_perturbations", *methods.OPTIONS))
 
 
-def suggest(key: str, options: list[str]) -> str:
+def suggest(key: str, options: list[str], prefix: str = "") -> str:
+    """" (did you mean 'trainer.epochs'?)" for the closest option, with its section ``prefix``, else the options."""
     close = difflib.get_close_matches(key, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(options)})"
+    return f" (did you mean {prefix + close[0]!r}?)" if close else f" (known: {', '.join(options)})"
 

@@ -4,7 +4,9 @@ from damp.data.arrays import ArrayDataset
 from damp.data.digits import load_digits
 from damp.data.resident import ResidentLoader
 
-__all__ = ["ArrayDataset", "ResidentLoader", "load_digits"]
+__all__ = ["ARRAY_DATASETS", "ArrayDataset", "ResidentLoader", "load_digits"]
+
+ARRAY_DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")  # what load_array_dataset reads
 
 
 def load_array_dataset(name: str, root: str | None = None) -> ArrayDataset:
@@ -20,7 +22,7 @@ def load_array_dataset(name: str, root: str | None = None) -> ArrayDataset:
         if root is None:
             raise ValueError(f"{name} needs a root folder (the extracted python-pickle folder)")
         return load_cifar(root, 10 if key == "cifar10" else 100)
-    raise ValueError(f"Unknown dataset: {name!r} (digits, fashion_mnist, cifar10, cifar100)")
+    raise ValueError(f"Unknown dataset: {name!r} ({', '.join(ARRAY_DATASETS)})")
 
 
 __all__ += ["load_array_dataset"]

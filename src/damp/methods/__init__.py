@@ -48,6 +48,9 @@ def required_hyperparameters(name: str) -> list[str]:
 
 def _lookup(name: str) -> type[Method]:
     key = str(name).lower()
+    if key in ALIASES:
+        raise ValueError(f"{name!r} is a run-level name, not a method: it trains with {ALIASES[key]!r} on a model "
+                         "with model.dropout > 0 (build that method and add dropout to the model)")
     if key not in METHODS:
         raise ValueError(f"Unknown method: {name!r} (choose from {', '.join(METHODS)})")
     return METHODS[key]
