@@ -83,3 +83,22 @@ def test_executor_compare_writes_every_executor_named(tmp_path):
     assert set(result["step_time_ratio"]) == {"damp_loop", "sam_loop", "damp_split", "sam_split"}
     assert result["threads"] == 1 and result["rounds"] == 1 and result["heap"] == "default"
     assert result["noise_floor"] > 0 and result["minor_page_faults"] >= 0
+
+
+@pytest.mark.parametrize("preset", ["digits_small_cnn", "cifar10_resnet18"])
+def test_the_bench_times_the_memory_layout_the_trainer_feeds(preset, tmp_path):
+    """A one-channel batch leaves the loader's crop with NHWC strides, which convolutions follow; the
+    bench's batch has the trainer's strides whatever the channel count."""
+    from damp.config import load_config
+    from damp.data.build import build_data
+    from damp.data.cifar import write_cifar_fixture
+
+    sets = ["data.batch_size=8"]
+    if preset.startswith("cifar"):
+        import numpy as np
+        write_cifar_fixture(tmp_path, np.zeros((16, 32, 32, 3), np.uint8), np.arange(16) % 10)
+        sets.append(f"data.root={tmp_path}")
+    cfg = load_config(ROOT / "configs" / preset / "sgd.yaml", sets)
+    x, _ = next(iter(build_data(cfg).train))
+    bench = speed.training_batch(8, x.shape[1], x.shape[-1], torch.device("cpu"))
+    assert bench.shape == x.shape and bench.stride() == x.stride()

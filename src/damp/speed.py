@@ -20,6 +20,7 @@ from damp import __version__, corruptions, methods
 from damp.methods.subbatch import PerLayer, plan
 from damp.models import build_model
 from damp.corruptions import SEVERITIES
+from damp.data.augment import random_crop
 from damp.runtime import autocast_dtype
 from damp.timing import median_time, paired_ratios, peak_memory_mib, round_robin_samples, sync, time_steps
 
@@ -89,7 +90,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     """
     model, optimizer = bench_model(model_name, device, channels_last=channels_last)
     in_channels, size, kwargs = BENCH_MODELS[model_name]
-    x = torch.rand(batch, in_channels, size, size, device=device)
+    x = training_batch(batch, in_channels, size, device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -128,6 +129,17 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
             "seconds_per_step": seconds, "steps_per_sample": per_sample,
             "images_per_s": {k: batch / v for k, v in seconds.items()},
             "noise_floor": floor, "step_time_ratio": ratios, "peak_memory_mib": peak, "targets": targets}
+
+
+def training_batch(batch: int, channels: int, size: int, device: torch.device) -> torch.Tensor:
+    """A random (B, C, H, W) batch in the memory layout a training step sees: through the resident loader's
+    crop (:func:`damp.data.augment.random_crop`), which leaves a one-channel batch with NHWC strides.
+
+    PyTorch's convolutions follow that layout, and on a CPU it changes a step's time by up to 2.6 x
+    (docs/performance.md, "Memory layout"), so the bench times the layout training runs.
+    """
+    x = torch.rand(batch, channels, size, size, device=device)
+    return random_crop(x, 2, torch.rand(batch, 2, device=device))
 
 
 def trainer_overhead(device: torch.device, steps: int = 60) -> dict:

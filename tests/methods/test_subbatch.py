@@ -213,6 +213,43 @@ def test_channels_last_gives_the_same_gradients_in_float64(name):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_the_layout_rule_is_pytorchs_own():
+    """is_channels_last decides every ambiguous stride pattern as PyTorch's suggest_memory_format does."""
+    import itertools
+
+    from damp.methods.split_kernels import is_channels_last
+    prims = pytest.importorskip("torch._prims_common")
+    for shape in itertools.product([1, 2], [1, 3], [1, 4], [1, 5]):
+        for order in itertools.permutations(range(4)):
+            x = torch.zeros([shape[i] for i in order]).permute([order.index(i) for i in range(4)])
+            expected = (prims.suggest_memory_format(x) == torch.channels_last
+                        and x.is_contiguous(memory_format=torch.channels_last))
+            assert is_channels_last(x) == expected, (shape, x.stride())
+
+
+@pytest.mark.parametrize("executor", ["split", "fused"])
+def test_a_one_channel_batch_from_nhwc_storage_runs_channels_last_as_under_sgd(executor):
+    """The resident loader hands a one-channel batch with strides (HW, 1, W, 1); F.conv2d reads that as
+    channels_last, so the sub-batch kernels do too (else DAMP runs NCHW beside an NHWC SGD), with the
+    same gradients as the contiguous batch."""
+    torch.manual_seed(0)
+    model = small_cnn().double()
+    x, y = torch.rand(8, 6, 6, 1, dtype=torch.float64).permute(0, 3, 1, 2), torch.randint(0, 3, (8,))
+    layouts = []
+    hook = model[0].register_forward_hook(
+        lambda mod, i, out: layouts.append(not out.is_contiguous() and out.is_contiguous(
+            memory_format=torch.channels_last)))
+    model(x)
+    method = methods.build("damp", num_perturbations=4, executor=executor, **NOISY["damp"])
+    _, got = grads(model, method, x, y)
+    hook.remove()
+    assert layouts == [True, True]  # SGD's forward, then DAMP's
+    _, reference = grads(model, methods.build("damp", num_perturbations=4, executor=executor, **NOISY["damp"]),
+                         x.contiguous(), y)
+    for a, b in zip(got, reference):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("executor", ["split", "fused"])
 @pytest.mark.parametrize("name", list(NOISY))
 @pytest.mark.parametrize("setting", ["fp32", "channels_last_bf16"])

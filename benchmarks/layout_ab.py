@@ -1,0 +1,74 @@
+"""The sub-batch kernels' channels-last rule, before and after, on the layout the trainer feeds (one round-robin).
+
+    python benchmarks/layout_ab.py [--rounds 9] [--threads 2] [--out FILE.json]
+
+A one-channel batch leaves the resident loader's crop with strides (HW, 1, W, 1). PyTorch reads
+those as channels-last, so SGD's convolutions run NHWC. The kernels' earlier rule (channels-last only
+when not also contiguous) read them as NCHW, so DAMP, DAAP, SAM and ASAM ran NCHW beside an NHWC SGD.
+Both rules are timed in the same round-robin, per method, on the small CNN and ResNet-8 of the
+Fashion-MNIST suites (docs/performance.md, "Memory layout").
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+
+import torch
+
+import damp.methods.fused_kernels as fused_kernels
+import damp.methods.split_kernels as split_kernels
+import damp.methods.sync_batchnorm as sync_batchnorm
+from cpu_timing import parse_and_set_threads, timing_parser, write_figures
+from damp import methods, speed, timing
+
+RULES = {"new": split_kernels.is_channels_last}
+
+
+def _earlier_rule(x: torch.Tensor) -> bool:
+    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    return memory_format is not None and not x.is_contiguous() and x.is_contiguous(memory_format=memory_format)
+
+
+RULES["old"] = _earlier_rule
+
+
+def _use(rule) -> None:
+    for module in (split_kernels, fused_kernels, sync_batchnorm):  # each imported the function by name
+        module.is_channels_last = rule
+
+
+def compare(model_name: str, rounds: int) -> dict:
+    """ms per step and ratio to SGD of each method under each rule, on the trainer's batch layout."""
+    net, optimizer = speed.bench_model(model_name, torch.device("cpu"))
+    channels, size, _ = speed.BENCH_MODELS[model_name]
+    x = speed.training_batch(128, channels, size, torch.device("cpu"))
+    y = torch.randint(0, 10, (128,))
+    sgd = methods.SGD()
+    steps = {"sgd": lambda: speed.train_step(net, optimizer, sgd, x, y, None)}
+    for name in ("damp", "daap", "sam", "asam"):
+        for tag, rule in RULES.items():
+            method = speed.build_variant(name, "auto", 8)
+            steps[f"{name}_{tag}"] = lambda m=method, r=rule: (_use(r), speed.train_step(net, optimizer, m, x, y, None))
+    per_sample = max(1, round(speed.SAMPLE_SECONDS / timing.time_steps(steps["sgd"], 2, torch.device("cpu"))))
+    times = timing.round_robin_samples(steps, torch.device("cpu"), warmup=1, samples=rounds,
+                                       steps_per_sample=per_sample)
+    _use(RULES["new"])
+    return {"ms_per_step": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+            "ratio_to_sgd": timing.paired_ratios(times, "sgd"), "rounds": rounds, "steps_per_sample": per_sample}
+
+
+def main() -> int:
+    args = parse_and_set_threads(timing_parser(__doc__.splitlines()[0], rounds=9))
+    result = {"threads": torch.get_num_threads(), "batch": 128, "num_perturbations": 8}
+    for model_name in ("small_cnn", "resnet8"):
+        result[model_name] = compare(model_name, args.rounds)
+        ratios = result[model_name]["ratio_to_sgd"]
+        print(f"{model_name}: SGD {result[model_name]['ms_per_step']['sgd']:.1f} ms; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    write_figures(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
