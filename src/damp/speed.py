@@ -135,7 +135,7 @@ def training_batch(batch: int, channels: int, size: int, device: torch.device) -
     """A random (B, C, H, W) batch in the memory layout a training step sees: through the resident loader's
     crop (:func:`damp.data.augment.random_crop`), which leaves a one-channel batch with NHWC strides.
 
-    PyTorch's convolutions follow that layout, and on a CPU it changes a step's time by up to 2.6 x
+    PyTorch's convolutions follow that layout, and on a CPU it changes a step's time by up to 1.7 x
     (docs/performance.md, "Memory layout"), so the bench times the layout training runs.
     """
     x = torch.rand(batch, channels, size, size, device=device)
