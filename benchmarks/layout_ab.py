@@ -1,6 +1,6 @@
 """The sub-batch kernels' channels-last rule, before and after, on the layout the trainer feeds (one round-robin).
 
-    python benchmarks/layout_ab.py [--rounds 9] [--threads 2] [--out FILE.json]
+    python benchmarks/layout_ab.py [--models small_cnn,resnet8] [--rounds 9] [--threads 2] [--out FILE.json]
 
 A one-channel batch leaves the resident loader's crop with strides (HW, 1, W, 1). PyTorch reads
 those as channels-last, so SGD's convolutions run NHWC. The kernels' earlier rule (channels-last only
@@ -59,9 +59,11 @@ def compare(model_name: str, rounds: int) -> dict:
 
 
 def main() -> int:
-    args = parse_and_set_threads(timing_parser(__doc__.splitlines()[0], rounds=9))
+    parser = timing_parser(__doc__.splitlines()[0], rounds=9)
+    parser.add_argument("--models", default="small_cnn,resnet8", help="damp bench's models, comma-separated")
+    args = parse_and_set_threads(parser)
     result = {"threads": torch.get_num_threads(), "batch": 128, "num_perturbations": 8}
-    for model_name in ("small_cnn", "resnet8"):
+    for model_name in args.models.split(","):
         result[model_name] = compare(model_name, args.rounds)
         ratios = result[model_name]["ratio_to_sgd"]
         print(f"{model_name}: SGD {result[model_name]['ms_per_step']['sgd']:.1f} ms; "

@@ -102,3 +102,12 @@ def test_the_bench_times_the_memory_layout_the_trainer_feeds(preset, tmp_path):
     x, _ = next(iter(build_data(cfg).train))
     bench = speed.training_batch(8, x.shape[1], x.shape[-1], torch.device("cpu"))
     assert bench.shape == x.shape and bench.stride() == x.stride()
+
+
+def test_layout_ab_times_both_kernel_rules(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/layout_ab.py", "--models", "small_cnn", "--rounds", "1",
+                    "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    ratios = json.loads(out.read_text())["small_cnn"]["ratio_to_sgd"]
+    assert set(ratios) == {f"{m}_{rule}" for m in ("damp", "daap", "sam", "asam") for rule in ("old", "new")}
+    assert all(v > 0 for v in ratios.values())
