@@ -34,7 +34,7 @@ def is_channels_last(x: torch.Tensor) -> bool:
 
 def _channels_last_strides(sizes: torch.Size, strides: tuple[int, ...]) -> bool:
     """c10's is_channels_last_strides_2d/3d: strides that do not decrease in the order C, W, H, (D,) N,
-    a size-1 dimension ambiguous and settled towards contiguous as c10 settles it."""
+    with the ambiguities of size-1 dimensions settled as c10 settles them (an N111 batch is contiguous)."""
     if strides[1] == 0:
         return False
     low = 0
