@@ -21,7 +21,8 @@ def test_step_time_ratios_report_floor_memory_and_targets(model):
     assert set(row["seconds_per_step"]) == {"sgd", "damp", "daap", "sam", "asam", "damp_ghost"}
     assert row["noise_floor"] > 0 and all(v > 0 for v in row["step_time_ratio"].values())
     assert set(row["peak_memory_mib"]) == set(row["seconds_per_step"])
-    assert row["damp_executor"] == ("loop" if model == "mlp" else "cpu")  # BatchNorm-free models run the loop
+    # BatchNorm-free models run one checking loop step, then the per-layer kernels
+    assert row["damp_executor"] == ("loop, then cpu" if model == "mlp" else "cpu")
     assert set(row["targets"]) == set(speed.CPU_TARGETS.get(model, {}))
     for name, (value, above_floor) in speed.CPU_TARGETS.get(model, {}).items():
         target = row["targets"][name]
@@ -104,10 +105,11 @@ def test_the_bench_times_the_memory_layout_the_trainer_feeds(preset, tmp_path):
     assert bench.shape == x.shape and bench.stride() == x.stride()
 
 
-def test_layout_ab_times_both_kernel_rules(tmp_path):
+@pytest.mark.parametrize("change, versions", [("layout", ("old", "new")), ("statistics", ("generic", "native"))])
+def test_kernel_ab_times_both_versions(tmp_path, change, versions):
     out = tmp_path / "out.json"
-    subprocess.run([sys.executable, "benchmarks/layout_ab.py", "--models", "small_cnn", "--rounds", "1",
-                    "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([sys.executable, "benchmarks/kernel_ab.py", "--change", change, "--models", "small_cnn",
+                    "--rounds", "1", "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
     ratios = json.loads(out.read_text())["small_cnn"]["ratio_to_sgd"]
-    assert set(ratios) == {f"{m}_{rule}" for m in ("damp", "daap", "sam", "asam") for rule in ("old", "new")}
+    assert set(ratios) == {f"{m}_{v}" for m in ("damp", "daap", "sam", "asam") for v in versions}
     assert all(v > 0 for v in ratios.values())

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from damp import __version__, corruptions, methods
-from damp.methods.subbatch import PerLayer, plan
+from damp.methods.subbatch import describe, plan
 from damp.models import build_model
 from damp.corruptions import SEVERITIES
 from damp.data.augment import random_crop
@@ -125,7 +125,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
     return {"model": model_name, "batch": batch, "num_perturbations": m, "precision": precision,
             "image_size": size, "model_kwargs": kwargs,
             "parameters_perturbed": sum(p.numel() for p in selected),
-            "damp_executor": chosen.kernels if isinstance(chosen, PerLayer) else "loop",
+            "damp_executor": describe(chosen),
             "seconds_per_step": seconds, "steps_per_sample": per_sample,
             "images_per_s": {k: batch / v for k, v in seconds.items()},
             "noise_floor": floor, "step_time_ratio": ratios, "peak_memory_mib": peak, "targets": targets}

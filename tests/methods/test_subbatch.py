@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from damp import methods
+from damp.methods.subbatch import SubBatchExecutor
 from damp.models import build_model
 from tests.conftest import small_cnn
 
@@ -155,9 +156,54 @@ def test_noise_is_never_silently_dropped():
         with pytest.raises(RuntimeError, match="never called"):
             methods.DAMP(0.1, 2, executor=executor).backward(ReadsChildWeight(), x, y, cross_entropy)
     model = ReadsChildWeight()
-    for executor in ("loop", "auto"):  # the loop perturbs in place (auto's choice on CPU without BatchNorm)
+    for executor in ("loop", "auto"):  # the loop perturbs in place (auto's first step on CPU without BatchNorm)
         methods.DAMP(0.1, 2, executor=executor).backward(model, x, y, cross_entropy)
     assert all("forward" not in vars(m) for m in model.modules())
+
+
+class SequenceFirst(nn.Module):
+    """Linear layers on (T, B, C): a per-layer kernel would split time steps, not sub-batches."""
+
+    def __init__(self):
+        super().__init__()
+        self.token, self.head = nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):  # x: (B, 4)
+        t = torch.tanh(self.token(x.unsqueeze(0).expand(8, -1, -1)))  # (T=8, B, 4)
+        return self.head(t.mean(0))
+
+
+def _auto_executors(method, model, x, y, steps=3):
+    """The executor ``method`` runs after each of ``steps`` steps under "auto" (its cache's entry)."""
+    kinds = []
+    for _ in range(steps):
+        method.backward(model, x, y, cross_entropy)
+        (entry,) = method._executors.values()
+        kinds.append("per-layer" if isinstance(entry[1], SubBatchExecutor) else "loop")
+    return kinds
+
+
+@pytest.mark.parametrize("name", list(NOISY))
+def test_auto_without_batchnorm_checks_with_the_loop_then_runs_per_layer(name):
+    """CPU, no BatchNorm: one loop step whose hooks check the owners, then the per-layer kernels (the same
+    math); models they do not fit (a parent reads a child's weight, sequence-first inputs) keep the loop."""
+    torch.manual_seed(0)
+    mlp = build_model("mlp", num_classes=3, in_channels=1, image_size=4).double()
+    x, y = torch.rand(8, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    build = lambda ex: methods.build(name, num_perturbations=4, executor=ex, **NOISY[name])  # noqa: E731
+    auto, loop = build("auto"), build("loop")
+    assert _auto_executors(auto, mlp, x, y, steps=1) == ["loop"]
+    grads(mlp, loop, x, y)  # both methods at step 1: the same noise from here on
+    assert _auto_executors(auto, mlp, x, y, steps=1) == ["per-layer"]
+    auto_loss, auto_grads = grads(mlp, auto, x, y)
+    loop_loss, loop_grads = (grads(mlp, loop, x, y), grads(mlp, loop, x, y))[1]
+    torch.testing.assert_close(auto_loss, loop_loss)
+    for a, b in zip(auto_grads, loop_grads):
+        torch.testing.assert_close(a, b)
+    xs, ys = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    assert _auto_executors(build("auto"), ReadsChildWeight(), xs, ys) == ["loop"] * 3
+    assert _auto_executors(build("auto"), SequenceFirst(), xs, ys) == ["loop"] * 3
+    assert all(not m._forward_pre_hooks for m in mlp.modules())  # the check's hooks are gone
 
 
 def test_parameters_outside_leaf_modules():

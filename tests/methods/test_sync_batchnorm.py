@@ -19,6 +19,22 @@ def test_statistics_do_not_depend_on_the_slices_and_match_torch():
         torch.testing.assert_close(got_var, var, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(32, 6), (32, 6, 9), (32, 6, 9, 9), (32, 6, 3, 4, 5)])
+def test_cpu_statistics_are_batchnorms_own(shape):
+    """On CPU without slices the kernel nn.BatchNorm trains with: its mean bit for bit, the generic variance."""
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 2
+    layouts = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
+    for xs in layouts:
+        mean, var, count = batch_statistics(xs, None)
+        _, own_mean, own_invstd = torch.native_batch_norm(xs, None, None, None, None, True, 0.0, 1e-5)
+        assert torch.equal(mean, own_mean) and count == x.numel() // x.shape[1]
+        torch.testing.assert_close(torch.rsqrt(var + 1e-5), own_invstd)
+        generic_mean, generic_var, _ = batch_statistics(xs, None, pieces=1)
+        torch.testing.assert_close(mean, generic_mean)
+        torch.testing.assert_close(var, generic_var)
+
+
 def test_cpu_slices_are_about_eight_mib_and_a_gpu_takes_one():
     assert statistics_pieces(torch.empty(128, 16, 28, 28)) == 1  # 6.1 MiB
     assert statistics_pieces(torch.empty(128, 64, 32, 32)) == 4  # 32 MiB

@@ -122,9 +122,10 @@ class SAM(Method):
         params = trainable_parameters(model)
         scales = self.scales(model, params)  # from the clean weights, the same for every sub-batch
         executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, m_local, process_group(),
-                                self._executors)
+                                self._executors, inputs.shape[0])
         if not isinstance(executor, SubBatchExecutor):
-            return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
+            with executor.watching():
+                return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
         clean, perturbed = self._copy_tensors(params, m_local)
         # Ascent pass: one gradient per sub-batch, with respect to its own copy of the clean weights.
         with executor.running([Copies(c) for c in clean]), grad_sync(model, enabled=False):

@@ -12,6 +12,10 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
 - :class:`Loop`: M forward/backward passes of the whole model at in-place perturbed weights. Its
   BatchNorm normalises each sub-batch, so it runs only without BatchNorm in train mode (where it
   computes the same as PerLayer) or when ghost BatchNorm is asked for.
+- :class:`LoopThenPerLayer`: "auto" on CPU without BatchNorm. The loop is right for any model; the
+  per-layer kernels are faster (docs/performance.md, "Executors without BatchNorm") but apply only
+  when every perturbed layer is called as ``layer(x)`` on a sub-batch-major input. The first step runs
+  the loop while forward pre-hooks check that; later steps run ``per_layer`` if it held, else the loop.
 
 ::
 
@@ -35,15 +39,24 @@ import torch.distributed as dist
 from torch import nn
 
 from damp.methods.copies import Copies
-from damp.methods.layer_kernels import kernel_for
+from damp.methods.layer_kernels import generic, kernel_for
 
 EXECUTORS = ("auto", "fused", "split", "loop")
 BATCHNORM_MODES = ("whole", "ghost")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Loop:
-    """M passes of the whole model at in-place perturbed weights (BatchNorm per sub-batch)."""
+    """M passes of the whole model at in-place perturbed weights (BatchNorm per sub-batch).
+
+    ``check``: the :class:`LoopThenPerLayer` step's owner check, which records while :meth:`watching`.
+    """
+
+    check: _OwnerCheck | None = None
+
+    def watching(self) -> contextlib.AbstractContextManager:
+        """Wrap the loop's passes: the owner check records the owners' calls inside (a no-op without one)."""
+        return self.check.recording() if self.check is not None else contextlib.nullcontext()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -54,7 +67,21 @@ class PerLayer:
     owners: dict[nn.Module, dict[str, int]]
 
 
-Plan = Loop | PerLayer
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoopThenPerLayer:
+    """The loop for one step, checked by hooks; then ``per_layer`` if every owner ran as it needs."""
+
+    per_layer: PerLayer
+
+
+Plan = Loop | PerLayer | LoopThenPerLayer
+
+
+def describe(chosen: Plan) -> str:
+    """A plan's name in reports: "loop", its kernels ("fused", "split", "cpu"), or "loop, then cpu"."""
+    if isinstance(chosen, LoopThenPerLayer):
+        return f"loop, then {chosen.per_layer.kernels}"
+    return chosen.kernels if isinstance(chosen, PerLayer) else "loop"
 
 
 class UnsupportedParameter(ValueError):
@@ -115,11 +142,13 @@ def check_modes(executor: str, batchnorm: str) -> None:
 
 def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Tensor], device: torch.device
          ) -> Plan:
-    """How a step runs. "auto" picks fused kernels on CUDA; on CPU, with BatchNorm, the "cpu" kernels (fused
-    or split per layer, :func:`~damp.methods.layer_kernels.cpu_kernels`), and the loop without BatchNorm.
+    """How a step runs. "auto" picks fused kernels on CUDA; on CPU the "cpu" kernels (fused or split per
+    layer, :func:`~damp.methods.layer_kernels.cpu_kernels`), after one checking loop step
+    (:class:`LoopThenPerLayer`) for a model without BatchNorm.
 
     The loop also runs for ``batchnorm="ghost"``, for ``executor="loop"`` without BatchNorm in train
-    mode, and under "auto" for a model without BatchNorm whose parameters no layer can run per sub-batch.
+    mode, and under "auto" for a model without BatchNorm whose parameters not every layer can run per
+    sub-batch with a kernel of its own (:data:`~damp.methods.layer_kernels.LAYER_KERNELS`).
 
     Raises:
         ValueError: when the requested combination cannot give whole-batch BatchNorm.
@@ -127,10 +156,6 @@ def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Ten
     if batchnorm == "ghost":
         return Loop()
     batchnorm_in_train = has_train_batchnorm(model)
-    if executor == "auto" and device.type != "cuda" and not batchnorm_in_train:
-        # The same math without BatchNorm, for any model. On the MLP the split kernels are faster (7.27 vs
-        # 9.26 x SGD), but they need every perturbed layer's own forward (docs/performance.md).
-        return Loop()
     if executor == "loop":
         if batchnorm_in_train:
             raise ValueError("executor='loop' normalises BatchNorm per sub-batch; pass batchnorm='ghost' to ask "
@@ -143,9 +168,15 @@ def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Ten
             return Loop()  # the same math without BatchNorm
         raise ValueError(f"executor={executor!r} cannot run every selected parameter per sub-batch ({err}); "
                          "select other parameters, or pass batchnorm='ghost' for per-sub-batch BatchNorm") from None
-    if executor == "auto":
-        executor = "fused" if device.type == "cuda" else "cpu"
-    return PerLayer(executor, owners)
+    if executor != "auto":
+        return PerLayer(executor, owners)
+    if device.type == "cuda":
+        return PerLayer("fused", owners)
+    if batchnorm_in_train:
+        return PerLayer("cpu", owners)
+    if any(kernel_for(module, "cpu") is generic for module in owners):
+        return Loop()  # the same math; a generic layer runs M functional calls, no faster than the loop
+    return LoopThenPerLayer(PerLayer("cpu", owners))
 
 
 class SubBatchExecutor:
@@ -207,23 +238,56 @@ class SubBatchExecutor:
                                "or executor='loop'")
 
 
+class _OwnerCheck:
+    """Whether every owner of a plan is called as ``owner(x)`` on inputs whose first dimension is the
+    sub-batch (so the per-layer kernels would split them by sub-batch), recorded over one loop step."""
+
+    def __init__(self, plan: PerLayer, subbatch: int) -> None:
+        self.plan, self.subbatch = plan, subbatch
+        self.leading: dict[nn.Module, list[int | None]] = {module: [] for module in plan.owners}
+
+    def _record(self, module: nn.Module, args: tuple) -> None:
+        first = args[0] if args else None
+        self.leading[module].append(first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else None)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Forward pre-hooks on the owners inside the block (only the checked method's own passes count)."""
+        handles = [module.register_forward_pre_hook(self._record) for module in self.plan.owners]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def passed(self) -> bool:
+        return all(dims and all(d == self.subbatch for d in dims) for dims in self.leading.values())
+
+
 _CACHED_PLANS = 8  # per method: enough for every model a method runs on in a benchmark or a test
 
 
 def executor_for(model: nn.Module, params: list[torch.Tensor], executor: str, batchnorm: str, m: int,
-                 group: dist.ProcessGroup | None, cache: dict) -> SubBatchExecutor | Loop:
-    """The plan of a step: :class:`Loop`, or the model's :class:`SubBatchExecutor`, cached in ``cache``.
+                 group: dist.ProcessGroup | None, cache: dict, batch: int) -> SubBatchExecutor | Loop:
+    """The executor of a step of ``batch`` samples: :class:`Loop` or the model's :class:`SubBatchExecutor`.
 
     ``cache`` belongs to the calling method. It is keyed by the model, the requested modes, the
     parameters, M, the group and the modules' train/eval modes, so changing any of them plans
-    again; each entry holds its model, so a key's ids stay that model's.
+    again; each entry holds its model, so a key's ids stay that model's. A :class:`LoopThenPerLayer`
+    plan gives a checking :class:`Loop` once, then the executor its check chose.
     """
     device = params[0].device if params else torch.device("cpu")
     key = (id(model), executor, batchnorm, tuple(id(p) for p in params), m, id(group), device.type,
            tuple(module.training for module in model.modules()))
+    if key in cache and isinstance(cache[key][1], Loop) and cache[key][1].check is not None:
+        check = cache.pop(key)[1].check  # the checking step has run: its verdict
+        cache[key] = (model, SubBatchExecutor(model, check.plan, m, group) if check.passed() else Loop())
+        return cache[key][1]
     if key not in cache:
         chosen = plan(executor, batchnorm, model, params, device)
         if len(cache) >= _CACHED_PLANS:
             del cache[next(iter(cache))]  # the oldest
+        if isinstance(chosen, LoopThenPerLayer):
+            chosen = Loop(_OwnerCheck(chosen.per_layer, batch // m))
         cache[key] = (model, chosen if isinstance(chosen, Loop) else SubBatchExecutor(model, chosen, m, group))
     return cache[key][1]

@@ -1,0 +1,92 @@
+"""One change to the sub-batch kernels, before and after, in one round-robin on the layout the trainer feeds.
+
+    python benchmarks/kernel_ab.py --change layout|statistics [--models small_cnn,resnet8] [--rounds 9]
+                                   [--threads 2] [--out FILE.json]
+
+Every method (DAMP, DAAP, SAM, ASAM) is timed in both versions of the change, beside SGD, on the small
+CNN and ResNet-8 of the Fashion-MNIST suites (docs/performance.md, "Memory layout" and "BatchNorm
+statistics on CPU"). The changes:
+
+- layout: the kernels' channels-last rule. A one-channel batch leaves the resident loader's crop with
+  strides (HW, 1, W, 1), which PyTorch reads as channels-last, so SGD's convolutions run NHWC. The
+  earlier rule (channels-last only when not also contiguous) read them as NCHW ("old"); the rule now
+  is PyTorch's own ("new").
+- statistics: the whole-batch BatchNorm statistics on CPU, by generic passes (a mean, then centred
+  squares; "generic") or by the kernel nn.BatchNorm trains with ("native").
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+
+import torch
+
+import damp.methods.fused_kernels as fused_kernels
+import damp.methods.split_kernels as split_kernels
+import damp.methods.sync_batchnorm as sync_batchnorm
+from cpu_timing import parse_and_set_threads, timing_parser, write_figures
+from damp import methods, speed, timing
+
+
+def _earlier_rule(x: torch.Tensor) -> bool:
+    memory_format = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    return memory_format is not None and not x.is_contiguous() and x.is_contiguous(memory_format=memory_format)
+
+
+def _channels_last_rule(rule):
+    def use() -> None:
+        for module in (split_kernels, fused_kernels, sync_batchnorm):  # each imported the function by name
+            module.is_channels_last = rule
+    return use
+
+
+def _statistics(native: bool):
+    def use() -> None:
+        sync_batchnorm.NATIVE_CPU_STATISTICS = native
+    return use
+
+
+# change -> {version: install it}; the last version of each is the library's own, restored at the end.
+CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
+                      "new": _channels_last_rule(split_kernels.is_channels_last)},
+           "statistics": {"generic": _statistics(False), "native": _statistics(True)}}
+
+
+def compare(model_name: str, versions: dict, rounds: int) -> dict:
+    """ms per step and ratio to SGD of each method in each version, on the trainer's batch layout."""
+    net, optimizer = speed.bench_model(model_name, torch.device("cpu"))
+    channels, size, _ = speed.BENCH_MODELS[model_name]
+    x = speed.training_batch(128, channels, size, torch.device("cpu"))
+    y = torch.randint(0, 10, (128,))
+    sgd = methods.SGD()
+    steps = {"sgd": lambda: speed.train_step(net, optimizer, sgd, x, y, None)}
+    for name in ("damp", "daap", "sam", "asam"):
+        for tag, use in versions.items():
+            method = speed.build_variant(name, "auto", 8)
+            steps[f"{name}_{tag}"] = lambda m=method, u=use: (u(), speed.train_step(net, optimizer, m, x, y, None))
+    per_sample = max(1, round(speed.SAMPLE_SECONDS / timing.time_steps(steps["sgd"], 2, torch.device("cpu"))))
+    times = timing.round_robin_samples(steps, torch.device("cpu"), warmup=1, samples=rounds,
+                                       steps_per_sample=per_sample)
+    list(versions.values())[-1]()
+    return {"ms_per_step": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+            "ratio_to_sgd": timing.paired_ratios(times, "sgd"), "rounds": rounds, "steps_per_sample": per_sample}
+
+
+def main() -> int:
+    parser = timing_parser(__doc__.splitlines()[0], rounds=9)
+    parser.add_argument("--change", required=True, choices=sorted(CHANGES), help="which change to time")
+    parser.add_argument("--models", default="small_cnn,resnet8", help="damp bench's models, comma-separated")
+    args = parse_and_set_threads(parser)
+    result = {"change": args.change, "threads": torch.get_num_threads(), "batch": 128, "num_perturbations": 8}
+    for model_name in args.models.split(","):
+        result[model_name] = compare(model_name, CHANGES[args.change], args.rounds)
+        ratios = result[model_name]["ratio_to_sgd"]
+        print(f"{model_name}: SGD {result[model_name]['ms_per_step']['sgd']:.1f} ms; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    write_figures(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
