@@ -8,7 +8,7 @@ import pytest
 
 from damp.report import Run
 from damp.verdicts import (claim_cost, claim_damp_dominates_daap, claim_lower_without_losing_clean,
-                           protocol_claims, uninformative_corruptions)
+                           protocol_claims, training_time_ratio, uninformative_corruptions)
 
 NOISE = [0.05, -0.1, 0.08, -0.02, 0.03]  # per-seed wobble, so the paired differences have a spread
 
@@ -52,9 +52,12 @@ def test_claim_three_is_a_pareto_comparison_on_hold_out_numbers():
 
 
 def test_cost_and_uninformative_corruptions():
-    assert claim_cost([run(s, 10, {5: 30}, 105.0) for s in range(1, 3)], SGD[:2])[0] == "reproduced"
-    verdict, text = claim_cost([run(s, 10, {5: 30}, 150.0) for s in range(1, 3)], SGD[:2])
+    ratio = training_time_ratio([run(s, 10, {5: 30}, 105.0) for s in range(1, 3)], SGD[:2])
+    assert claim_cost(ratio)[0] == "reproduced"
+    verdict, text = claim_cost(training_time_ratio([run(s, 10, {5: 30}, 150.0) for s in range(1, 3)], SGD[:2]))
     assert verdict == "not reproduced" and "1.50×" in text
+    assert training_time_ratio([run(1, 10, {5: 30}, None)], SGD[:1]) is None
+    assert claim_cost(None)[0] == "not assessable"
     flat = [run(s, 10.0, {5: 10.5}) for s in range(1, 3)]
     rises, uninformative = uninformative_corruptions(flat)
     assert rises["contrast"] == pytest.approx(0.5) and uninformative == ["contrast", "gaussian_noise"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from damp.report import Run
-from damp.report_figures import pyplot
+from damp.report_figures import pyplot, save_figure
 
 
 def training_curves(run: Run) -> dict[str, list[tuple[int, float]]]:
@@ -73,9 +73,7 @@ def plot_learning_curves(arms: dict[str, list[Run]], path: Path) -> bool:
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -110,7 +108,5 @@ def plot_pareto(runs: list[Run], arm_of: Callable[[Run], str], path: Path) -> bo
     ax.set_title("Every grid point on the hold-out split (tuning seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True

@@ -88,13 +88,10 @@ def probe(model: nn.Module, images: torch.Tensor, corruptions: dict[str, Callabl
 
 def plot_probe(results: dict, sigma: float | None, path, layer: str | None = None) -> None:
     """Ratio robust std by corruption and severity at one layer (default: the first), sigma marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from damp.report_figures import pyplot, save_figure  # matplotlib on first use
 
     layer = layer or next(iter(results))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = pyplot().subplots(figsize=(10, 4))
     corruptions = list(results[layer])
     for i, corruption in enumerate(corruptions):
         for severity, stats in results[layer][corruption].items():
@@ -109,6 +106,4 @@ def plot_probe(results: dict, sigma: float | None, path, layer: str | None = Non
            title=f"Theorem 1's ξ at layer {layer}: corrupted / clean input")
     ax.set_xticklabels(corruptions, rotation=60, ha="right", fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -21,6 +21,13 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write (120 dpi) and close ``fig``: the last step of every figure damp writes."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+
+
 def plot_severity_curves(groups: dict[str, list[Run]], path: Path) -> None:
     """Error against severity (0 = clean), mean over corruptions; error bars (std over seeds) for groups
     with more than one seed."""
@@ -36,9 +43,7 @@ def plot_severity_curves(groups: dict[str, list[Run]], path: Path) -> None:
     ax.set_title("Error vs. severity (mean over corruptions)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_heatmap(columns: list[str], rows: dict[str, list[float]], baseline: str, path: Path) -> None:
@@ -57,9 +62,7 @@ def plot_heatmap(columns: list[str], rows: dict[str, list[float]], baseline: str
                     color="white" if abs(v - 1) > 0.35 else "black")
     fig.colorbar(image, ax=ax, label=f"corruption error / {baseline} (lower is better)")
     ax.set_title(f"Corruption error ratio vs. {baseline} (none = clean error ratio)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 FIG7_BUCKETS = {"None": [0], "Mild (1-3)": [1, 2, 3], "Severe (4-5)": [4, 5]}
@@ -96,6 +99,4 @@ def plot_damp_vs_daap(groups: dict[str, list[Run]], path: Path) -> None:
     ax.set_title("Multiplicative (DAMP) vs. additive (DAAP) weight noise")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
