@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from damp import methods
-from damp.methods.subbatch import SubBatchExecutor
+from damp.methods.subbatch import Loop, SubBatchExecutor, owners_fit
 from damp.models import build_model
 from tests.conftest import small_cnn
 
@@ -156,7 +156,7 @@ def test_noise_is_never_silently_dropped():
         with pytest.raises(RuntimeError, match="never called"):
             methods.DAMP(0.1, 2, executor=executor).backward(ReadsChildWeight(), x, y, cross_entropy)
     model = ReadsChildWeight()
-    for executor in ("loop", "auto"):  # the loop perturbs in place (auto's first step on CPU without BatchNorm)
+    for executor in ("loop", "auto"):  # the loop perturbs in place (auto's choice here: the model fails its check)
         methods.DAMP(0.1, 2, executor=executor).backward(model, x, y, cross_entropy)
     assert all("forward" not in vars(m) for m in model.modules())
 
@@ -173,37 +173,39 @@ class SequenceFirst(nn.Module):
         return self.head(t.mean(0))
 
 
-def _auto_executors(method, model, x, y, steps=3):
-    """The executor ``method`` runs after each of ``steps`` steps under "auto" (its cache's entry)."""
-    kinds = []
-    for _ in range(steps):
-        method.backward(model, x, y, cross_entropy)
-        (entry,) = method._executors.values()
-        kinds.append("per-layer" if isinstance(entry[1], SubBatchExecutor) else "loop")
-    return kinds
-
-
 @pytest.mark.parametrize("name", list(NOISY))
-def test_auto_without_batchnorm_checks_with_the_loop_then_runs_per_layer(name):
-    """CPU, no BatchNorm: one loop step whose hooks check the owners, then the per-layer kernels (the same
-    math); models they do not fit (a parent reads a child's weight, sequence-first inputs) keep the loop."""
+def test_auto_without_batchnorm_runs_per_layer_where_it_fits(name):
+    """CPU, no BatchNorm: a dry forward of one sub-batch checks the owners, then the per-layer kernels (the
+    same math as the loop); models they do not fit (a parent reads a child's weight, sequence-first
+    inputs) keep the loop. The check leaves no hook behind and does not move the global RNG."""
     torch.manual_seed(0)
-    mlp = build_model("mlp", num_classes=3, in_channels=1, image_size=4).double()
+    mlp = build_model("mlp", num_classes=3, in_channels=1, image_size=4, dropout=0.5).double().eval()
     x, y = torch.rand(8, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
     build = lambda ex: methods.build(name, num_perturbations=4, executor=ex, **NOISY[name])  # noqa: E731
     auto, loop = build("auto"), build("loop")
-    assert _auto_executors(auto, mlp, x, y, steps=1) == ["loop"]
-    grads(mlp, loop, x, y)  # both methods at step 1: the same noise from here on
-    assert _auto_executors(auto, mlp, x, y, steps=1) == ["per-layer"]
     auto_loss, auto_grads = grads(mlp, auto, x, y)
-    loop_loss, loop_grads = (grads(mlp, loop, x, y), grads(mlp, loop, x, y))[1]
+    assert isinstance(_executor_of(auto), SubBatchExecutor)
+    loop_loss, loop_grads = grads(mlp, loop, x, y)
     torch.testing.assert_close(auto_loss, loop_loss)
     for a, b in zip(auto_grads, loop_grads):
         torch.testing.assert_close(a, b)
+    mlp.train()  # dropout draws from the global RNG in the dry forward
+    torch.manual_seed(1)
+    assert owners_fit(mlp, _executor_of(auto).plan.owners, x[:2])
+    after_check = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(after_check, torch.rand(3))
+    assert all(not m._forward_pre_hooks for m in mlp.modules())
     xs, ys = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    assert _auto_executors(build("auto"), ReadsChildWeight(), xs, ys) == ["loop"] * 3
-    assert _auto_executors(build("auto"), SequenceFirst(), xs, ys) == ["loop"] * 3
-    assert all(not m._forward_pre_hooks for m in mlp.modules())  # the check's hooks are gone
+    for model in (ReadsChildWeight(), SequenceFirst()):
+        method = build("auto")
+        method.backward(model, xs, ys, cross_entropy)
+        assert _executor_of(method) == Loop()
+
+
+def _executor_of(method):
+    (entry,) = method._executors.values()  # (model, executor) of the one model the method ran on
+    return entry[1]
 
 
 def test_parameters_outside_leaf_modules():
@@ -323,3 +325,25 @@ def test_torch_compile_traces_each_pass_once(name, executor, setting):
         graphs.append(counter.frame_count)
     passes = 2 if name in ("sam", "asam") else 1
     assert graphs == [passes] * 5
+
+
+@pytest.mark.parametrize("name", list(NOISY))
+def test_torch_compile_under_auto_without_batchnorm_traces_once(name):
+    """CPU, no BatchNorm: the owner check runs on the original module, so dynamo traces the first step only."""
+    import torch._dynamo
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=3, in_channels=1, image_size=4)
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    method = methods.build(name, num_perturbations=4, **NOISY[name])
+    graphs = []
+    for _ in range(5):
+        model.zero_grad()
+        method.backward(compiled, x, y, cross_entropy)
+        graphs.append(counter.frame_count)
+    assert graphs == [graphs[0]] * 5 and graphs[0] > 0
+    assert isinstance(_executor_of(method), SubBatchExecutor)

@@ -16,8 +16,8 @@ Executors (``executor=``) are implementation strategies of the same math (method
 "fused" (grouped convolutions, batched matmuls: CUDA), "split" (M kernels per layer), "loop"
 (M forward/backward passes at in-place perturbed weights, restored bit-exactly: any model, but
 BatchNorm per sub-batch, so only for models without BatchNorm or with batchnorm="ghost"), and
-"auto" (default: fused on CUDA; on CPU fused or split per layer, after one checking loop step for a
-model without BatchNorm).
+"auto" (default: fused on CUDA; on CPU fused or split per layer, checked on the first batch for a
+model without BatchNorm, which keeps the loop where they do not fit).
 The M weight copies are written into the noise buffer itself, which is reused across steps.
 
 Noise: sub-batch m of step t draws from a generator keyed by (seed, t, m), m its index in the global
@@ -160,7 +160,7 @@ class WeightNoise(Method):
         params = [p for _, p in self.select_params(model)]
         device = params[0].device if params else inputs.device
         executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, len(subbatches),
-                                process_group(), self._executors, inputs.shape[0])
+                                process_group(), self._executors, inputs)
         noise = self.draw(params, subbatches, device)
         self.step += 1
         if isinstance(executor, SubBatchExecutor):
@@ -170,7 +170,7 @@ class WeightNoise(Method):
             return loss.detach()
         perturb_ = perturb_multiplicative_ if self.multiplicative else perturb_additive_
         losses = []
-        with snapshot(params) as clean, executor.watching():
+        with snapshot(params) as clean:
             for k, (x, y) in enumerate(chunks):
                 if k:
                     clean.restore()

@@ -122,10 +122,9 @@ class SAM(Method):
         params = trainable_parameters(model)
         scales = self.scales(model, params)  # from the clean weights, the same for every sub-batch
         executor = executor_for(unwrap(model), params, self.executor, self.batchnorm, m_local, process_group(),
-                                self._executors, inputs.shape[0])
+                                self._executors, inputs)
         if not isinstance(executor, SubBatchExecutor):
-            with executor.watching():
-                return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
+            return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
         clean, perturbed = self._copy_tensors(params, m_local)
         # Ascent pass: one gradient per sub-batch, with respect to its own copy of the clean weights.
         with executor.running([Copies(c) for c in clean]), grad_sync(model, enabled=False):

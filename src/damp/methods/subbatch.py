@@ -12,10 +12,11 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
 - :class:`Loop`: M forward/backward passes of the whole model at in-place perturbed weights. Its
   BatchNorm normalises each sub-batch, so it runs only without BatchNorm in train mode (where it
   computes the same as PerLayer) or when ghost BatchNorm is asked for.
-- :class:`LoopThenPerLayer`: "auto" on CPU without BatchNorm. The loop is right for any model; the
-  per-layer kernels are faster (docs/performance.md, "Executors without BatchNorm") but apply only
-  when every perturbed layer is called as ``layer(x)`` on a sub-batch-major input. The first step runs
-  the loop while forward pre-hooks check that; later steps run ``per_layer`` if it held, else the loop.
+- :class:`PerLayerIfItFits`: "auto" on CPU without BatchNorm. The loop is right for any model; the
+  per-layer kernels are usually faster (docs/performance.md, "Executors without BatchNorm") but apply
+  only when every perturbed layer is called as ``layer(x)`` on a sub-batch-major input. On its first
+  step a dry forward of one sub-batch (eager, no gradient, the RNG state restored) checks that with
+  forward pre-hooks (:func:`owners_fit`); the plan becomes ``per_layer`` if it holds, else the loop.
 
 ::
 
@@ -45,18 +46,9 @@ EXECUTORS = ("auto", "fused", "split", "loop")
 BATCHNORM_MODES = ("whole", "ghost")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class Loop:
-    """M passes of the whole model at in-place perturbed weights (BatchNorm per sub-batch).
-
-    ``check``: the :class:`LoopThenPerLayer` step's owner check, which records while :meth:`watching`.
-    """
-
-    check: _OwnerCheck | None = None
-
-    def watching(self) -> contextlib.AbstractContextManager:
-        """Wrap the loop's passes: the owner check records the owners' calls inside (a no-op without one)."""
-        return self.check.recording() if self.check is not None else contextlib.nullcontext()
+    """M passes of the whole model at in-place perturbed weights (BatchNorm per sub-batch)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,19 +60,19 @@ class PerLayer:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LoopThenPerLayer:
-    """The loop for one step, checked by hooks; then ``per_layer`` if every owner ran as it needs."""
+class PerLayerIfItFits:
+    """``per_layer`` if :func:`owners_fit` on the first batch, else :class:`Loop` (the same math)."""
 
     per_layer: PerLayer
 
 
-Plan = Loop | PerLayer | LoopThenPerLayer
+Plan = Loop | PerLayer | PerLayerIfItFits
 
 
 def describe(chosen: Plan) -> str:
     """A plan's name in reports: "loop", its kernels ("fused", "split", "cpu"), or "loop, then cpu"."""
-    if isinstance(chosen, LoopThenPerLayer):
-        return f"loop, then {chosen.per_layer.kernels}"
+    if isinstance(chosen, PerLayerIfItFits):
+        return f"{chosen.per_layer.kernels} if it fits, else loop"
     return chosen.kernels if isinstance(chosen, PerLayer) else "loop"
 
 
@@ -143,8 +135,8 @@ def check_modes(executor: str, batchnorm: str) -> None:
 def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Tensor], device: torch.device
          ) -> Plan:
     """How a step runs. "auto" picks fused kernels on CUDA; on CPU the "cpu" kernels (fused or split per
-    layer, :func:`~damp.methods.layer_kernels.cpu_kernels`), after one checking loop step
-    (:class:`LoopThenPerLayer`) for a model without BatchNorm.
+    layer, :func:`~damp.methods.layer_kernels.cpu_kernels`), checked on the first batch for a model
+    without BatchNorm (:class:`PerLayerIfItFits`).
 
     The loop also runs for ``batchnorm="ghost"``, for ``executor="loop"`` without BatchNorm in train
     mode, and under "auto" for a model without BatchNorm whose parameters not every layer can run per
@@ -176,7 +168,7 @@ def plan(executor: str, batchnorm: str, model: nn.Module, params: list[torch.Ten
         return PerLayer("cpu", owners)
     if any(kernel_for(module, "cpu") is generic for module in owners):
         return Loop()  # the same math; a generic layer runs M functional calls, no faster than the loop
-    return LoopThenPerLayer(PerLayer("cpu", owners))
+    return PerLayerIfItFits(PerLayer("cpu", owners))
 
 
 class SubBatchExecutor:
@@ -238,56 +230,53 @@ class SubBatchExecutor:
                                "or executor='loop'")
 
 
-class _OwnerCheck:
-    """Whether every owner of a plan is called as ``owner(x)`` on inputs whose first dimension is the
-    sub-batch (so the per-layer kernels would split them by sub-batch), recorded over one loop step."""
+def owners_fit(model: nn.Module, owners: dict[nn.Module, dict[str, int]], subbatch: torch.Tensor) -> bool:
+    """Whether every owner is called as ``owner(x)`` with ``x.shape[0]`` the sub-batch size, so the per-layer
+    kernels would split its input by sub-batch, in a forward of one ``subbatch``.
 
-    def __init__(self, plan: PerLayer, subbatch: int) -> None:
-        self.plan, self.subbatch = plan, subbatch
-        self.leading: dict[nn.Module, list[int | None]] = {module: [] for module in plan.owners}
+    The forward is eager (a compiled model's original module), without gradients, with the global RNG
+    state restored, so it changes nothing a training step sees. A forward that raises means no.
+    """
+    leading: dict[nn.Module, list[int | None]] = {module: [] for module in owners}
 
-    def _record(self, module: nn.Module, args: tuple) -> None:
+    def record(module: nn.Module, args: tuple) -> None:
         first = args[0] if args else None
-        self.leading[module].append(first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else None)
+        leading[module].append(first.shape[0] if isinstance(first, torch.Tensor) and first.dim() else None)
 
-    @contextlib.contextmanager
-    def recording(self) -> Iterator[None]:
-        """Forward pre-hooks on the owners inside the block (only the checked method's own passes count)."""
-        handles = [module.register_forward_pre_hook(self._record) for module in self.plan.owners]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def passed(self) -> bool:
-        return all(dims and all(d == self.subbatch for d in dims) for dims in self.leading.values())
+    handles = [module.register_forward_pre_hook(record) for module in owners]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model(subbatch)
+    except Exception:  # noqa: BLE001 - any failure keeps the loop, which the real step then runs
+        return False
+    finally:
+        for handle in handles:
+            handle.remove()
+    size = subbatch.shape[0]
+    return all(dims and all(d == size for d in dims) for dims in leading.values())
 
 
 _CACHED_PLANS = 8  # per method: enough for every model a method runs on in a benchmark or a test
 
 
 def executor_for(model: nn.Module, params: list[torch.Tensor], executor: str, batchnorm: str, m: int,
-                 group: dist.ProcessGroup | None, cache: dict, batch: int) -> SubBatchExecutor | Loop:
-    """The executor of a step of ``batch`` samples: :class:`Loop` or the model's :class:`SubBatchExecutor`.
+                 group: dist.ProcessGroup | None, cache: dict, inputs: torch.Tensor) -> SubBatchExecutor | Loop:
+    """The executor of a step on ``inputs``: :class:`Loop` or the model's :class:`SubBatchExecutor`.
 
     ``cache`` belongs to the calling method. It is keyed by the model, the requested modes, the
     parameters, M, the group and the modules' train/eval modes, so changing any of them plans
-    again; each entry holds its model, so a key's ids stay that model's. A :class:`LoopThenPerLayer`
-    plan gives a checking :class:`Loop` once, then the executor its check chose.
+    again; each entry holds its model, so a key's ids stay that model's. A :class:`PerLayerIfItFits`
+    plan is settled by :func:`owners_fit` on the first sub-batch of ``inputs``.
     """
     device = params[0].device if params else torch.device("cpu")
     key = (id(model), executor, batchnorm, tuple(id(p) for p in params), m, id(group), device.type,
            tuple(module.training for module in model.modules()))
-    if key in cache and isinstance(cache[key][1], Loop) and cache[key][1].check is not None:
-        check = cache.pop(key)[1].check  # the checking step has run: its verdict
-        cache[key] = (model, SubBatchExecutor(model, check.plan, m, group) if check.passed() else Loop())
-        return cache[key][1]
     if key not in cache:
         chosen = plan(executor, batchnorm, model, params, device)
+        if isinstance(chosen, PerLayerIfItFits):
+            fits = owners_fit(model, chosen.per_layer.owners, inputs[:inputs.shape[0] // m])
+            chosen = chosen.per_layer if fits else Loop()
         if len(cache) >= _CACHED_PLANS:
             del cache[next(iter(cache))]  # the oldest
-        if isinstance(chosen, LoopThenPerLayer):
-            chosen = Loop(_OwnerCheck(chosen.per_layer, batch // m))
         cache[key] = (model, chosen if isinstance(chosen, Loop) else SubBatchExecutor(model, chosen, m, group))
     return cache[key][1]
