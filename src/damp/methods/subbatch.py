@@ -21,6 +21,7 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
 ::
 
     method.backward ── plan() ──> Loop ─────> M passes at w * xi_m, restored bit-exactly
+                               ├> PerLayerIfItFits ─> owners_fit(first sub-batch)? PerLayer : Loop (once)
                                └> PerLayer ─> executor(model).running(copies): one pass;
                                               conv/linear/norm -> LAYER_KERNELS[type] (fused | split),
                                               other leaves -> generic (functional_call per sub-batch)
@@ -70,7 +71,7 @@ Plan = Loop | PerLayer | PerLayerIfItFits
 
 
 def describe(chosen: Plan) -> str:
-    """A plan's name in reports: "loop", its kernels ("fused", "split", "cpu"), or "loop, then cpu"."""
+    """A plan's name in reports: "loop", its kernels ("fused", "split", "cpu"), or "cpu if it fits, else loop"."""
     if isinstance(chosen, PerLayerIfItFits):
         return f"{chosen.per_layer.kernels} if it fits, else loop"
     return chosen.kernels if isinstance(chosen, PerLayer) else "loop"
