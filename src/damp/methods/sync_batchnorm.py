@@ -70,9 +70,10 @@ def _all_reduce(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.
     return tensor
 
 
-# On CPU the centred squares are summed over slices of about this many bytes: a larger temporary is
-# faulted in afresh every step (32 MiB: 16 ms in one piece, 2.6 ms in four), a smaller slice only adds
-# operator calls (6 MiB: 0.30 ms in one piece, 0.52 ms in eight). Measured on the CI class of machine.
+# In the generic passes on CPU (several processes, half precision, compile) the centred squares are
+# summed over slices of about this many bytes: a larger temporary is faulted in afresh every step
+# (32 MiB: 16 ms in one piece, 2.6 ms in four), a smaller slice only adds operator calls (6 MiB:
+# 0.30 ms in one piece, 0.52 ms in eight). Measured on the CI class of machine.
 CPU_PIECE_BYTES = 8 * 2**20
 
 
@@ -91,8 +92,8 @@ def batch_statistics(x: torch.Tensor, group: dist.ProcessGroup | None, pieces: i
     centred squares are summed over ``pieces`` slices of the batch (default :func:`statistics_pieces`),
     so their temporary stays small; ``torch.var_mean`` is 2-10x slower. Without a group and without
     ``pieces``, BatchNorm's own statistics kernels run instead: eager CUDA's one-pass (Welford) kernel,
-    and on CPU, for float32/float64 ``x``, the kernel ``nn.BatchNorm`` uses in training (the same mean,
-    bit for bit; one fused pass per statistic, 10-30 x faster than the generic passes).
+    and on CPU, for float32/float64 ``x``, the kernel ``nn.BatchNorm`` trains with (the same mean, bit
+    for bit; several times faster than the generic passes: docs/performance.md, "BatchNorm statistics").
     """
     dims = [0, *range(2, x.dim())]
     count = x.numel() // x.shape[1] * (dist.get_world_size(group) if group is not None else 1)
