@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from damp import __version__, corruptions, methods
-from damp.methods.subbatch import describe, plan
+from damp.methods.subbatch import describe, plan, settle
 from damp.models import build_model
 from damp.runtime import autocast_dtype
 from damp.corruptions import SEVERITIES
@@ -114,7 +114,8 @@ def eager_step_times(model_name: str, batch: int, device: torch.device, *, m: in
     with cudnn_benchmark(settings["cudnn_benchmark"]):
         seconds = round_robin(steps, device, warmup=warmup, samples=samples,
                               steps_per_sample=steps_per_sample)
-    chosen = plan("auto", "whole", model, [p for _, p in methods.perturbed_parameters(model)], device)
+    chosen = settle(plan("auto", "whole", model, [p for _, p in methods.perturbed_parameters(model)], device),
+                    model, x, m)
     auto = describe(chosen)
     return {"model": model_name, "batch": batch, "image_size": image_size, "num_classes": num_classes,
             "num_perturbations": m, **settings, "auto_executor": auto, "warmup": warmup, "samples": samples,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from damp import __version__, corruptions, methods
-from damp.methods.subbatch import describe, plan
+from damp.methods.subbatch import describe, plan, settle
 from damp.models import build_model
 from damp.corruptions import SEVERITIES
 from damp.data.augment import random_crop
@@ -121,7 +121,7 @@ def step_time_ratios(model_name: str, batch: int, device: torch.device, *, m: in
             targets[name] = {"target": f"floor+{value:.2f}" if above_floor else f"{value:.2f}",
                              "limit": limit,
                              "ratio": ratios[name], "met": ratios[name] <= limit}
-    chosen = plan("auto", "whole", model, selected, device)
+    chosen = settle(plan("auto", "whole", model, selected, device), model, x, m)  # what the steps ran
     return {"model": model_name, "batch": batch, "num_perturbations": m, "precision": precision,
             "image_size": size, "model_kwargs": kwargs,
             "parameters_perturbed": sum(p.numel() for p in selected),

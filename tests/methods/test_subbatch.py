@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from damp import methods
-from damp.methods.subbatch import Loop, SubBatchExecutor, owners_fit
+from damp.methods.perturb import perturbed_parameters
+from damp.methods.subbatch import Loop, PerLayer, PerLayerIfItFits, SubBatchExecutor, owners_fit, plan, settle
 from damp.models import build_model
 from tests.conftest import small_cnn
 
@@ -201,6 +202,20 @@ def test_auto_without_batchnorm_runs_per_layer_where_it_fits(name):
         method = build("auto")
         method.backward(model, xs, ys, cross_entropy)
         assert _executor_of(method) == Loop()
+
+
+def test_settle_gives_the_plan_a_step_runs():
+    """What `damp bench` reports: a PerLayerIfItFits plan settled on a batch, any other plan as it is."""
+    x = torch.randn(8, 4)
+    for model, expected in ((nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3)), PerLayer),
+                            (ReadsChildWeight(), Loop), (SequenceFirst(), Loop)):
+        params = [p for _, p in perturbed_parameters(model)]
+        chosen = plan("auto", "whole", model, params, torch.device("cpu"))
+        assert isinstance(chosen, PerLayerIfItFits)
+        settled = settle(chosen, model, x, 4)
+        assert isinstance(settled, expected)
+        assert settled is chosen.per_layer or expected is Loop
+        assert settle(settled, model, x, 4) is settled
 
 
 def _executor_of(method):

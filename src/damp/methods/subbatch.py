@@ -70,10 +70,8 @@ class PerLayerIfItFits:
 Plan = Loop | PerLayer | PerLayerIfItFits
 
 
-def describe(chosen: Plan) -> str:
-    """A plan's name in reports: "loop", its kernels ("fused", "split", "cpu"), or "cpu if it fits, else loop"."""
-    if isinstance(chosen, PerLayerIfItFits):
-        return f"{chosen.per_layer.kernels} if it fits, else loop"
+def describe(chosen: Loop | PerLayer) -> str:
+    """A settled plan's name in reports (:func:`settle`): "loop", or its kernels ("fused", "split", "cpu")."""
     return chosen.kernels if isinstance(chosen, PerLayer) else "loop"
 
 
@@ -257,6 +255,14 @@ def owners_fit(model: nn.Module, owners: dict[nn.Module, dict[str, int]], subbat
     return all(dims and all(d == size for d in dims) for dims in leading.values())
 
 
+def settle(chosen: Plan, model: nn.Module, inputs: torch.Tensor, m: int) -> Loop | PerLayer:
+    """The plan a step on (B, ...) ``inputs`` in M sub-batches runs: a :class:`PerLayerIfItFits` becomes
+    its ``per_layer`` if :func:`owners_fit` on the first sub-batch, else :class:`Loop`; others are as given."""
+    if not isinstance(chosen, PerLayerIfItFits):
+        return chosen
+    return chosen.per_layer if owners_fit(model, chosen.per_layer.owners, inputs[:inputs.shape[0] // m]) else Loop()
+
+
 _CACHED_PLANS = 8  # per method: enough for every model a method runs on in a benchmark or a test
 
 
@@ -273,10 +279,7 @@ def executor_for(model: nn.Module, params: list[torch.Tensor], executor: str, ba
     key = (id(model), executor, batchnorm, tuple(id(p) for p in params), m, id(group), device.type,
            tuple(module.training for module in model.modules()))
     if key not in cache:
-        chosen = plan(executor, batchnorm, model, params, device)
-        if isinstance(chosen, PerLayerIfItFits):
-            fits = owners_fit(model, chosen.per_layer.owners, inputs[:inputs.shape[0] // m])
-            chosen = chosen.per_layer if fits else Loop()
+        chosen = settle(plan(executor, batchnorm, model, params, device), model, inputs, m)
         if len(cache) >= _CACHED_PLANS:
             del cache[next(iter(cache))]  # the oldest
         cache[key] = (model, chosen if isinstance(chosen, Loop) else SubBatchExecutor(model, chosen, m, group))
