@@ -114,3 +114,16 @@ def test_kernel_ab_times_both_versions(tmp_path, change, versions):
     assert set(ratios) == {f"{m}_{v}" for m in ("damp", "daap", "sam", "asam") for v in versions}
     assert all(v > 0 for v in ratios.values())
 
+
+def test_cpu_compiled_times_every_method_in_both_modes_after_compiling(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/cpu_compiled.py", "--models", "mlp", "--backend", "eager",
+                    "--rounds", "1", "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    record = json.loads(out.read_text())["mlp"]
+    methods = {"damp", "daap", "sam", "asam"}
+    assert set(record["ratio_to_sgd"]) == {"eager", "compiled"}
+    assert all(set(r) == methods and all(v > 0 for v in r.values()) for r in record["ratio_to_sgd"].values())
+    # Every method's graphs are compiled in its warm-up (two for SAM/ASAM's two passes), none while timed.
+    assert {k: v["graphs_while_warming"] for k, v in record["compile"].items()} == \
+        {"sgd": 1, "damp": 1, "daap": 1, "sam": 2, "asam": 2}
+    assert record["graphs_while_timed"] == 0
