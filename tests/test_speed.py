@@ -127,3 +127,17 @@ def test_cpu_compiled_times_every_method_in_both_modes_after_compiling(tmp_path)
     assert {k: v["graphs_while_warming"] for k, v in record["compile"].items()} == \
         {"sgd": 1, "damp": 1, "daap": 1, "sam": 2, "asam": 2}
     assert record["graphs_while_timed"] == 0
+
+
+def test_profile_step_counts_operators_and_times_both_batches(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/profile_step.py", "--model", "mlp", "--methods", "sgd,damp",
+                    "--steps", "2", "--rounds", "1", "--threads", "1", "--out", str(out)],
+                   check=True, capture_output=True, cwd=ROOT)
+    rows = json.loads(out.read_text())["methods"]
+    for row in rows.values():
+        assert set(row["ms_per_step"]) == {"batch_128", "batch_8"} and all(v > 0 for v in row["ms_per_step"].values())
+        assert row["operator_ms"] > 0 and row["top"]
+    # DAMP's step draws M noise rows and runs per-sub-batch kernels: more operator calls than SGD's.
+    assert rows["damp"]["operator_calls"] > rows["sgd"]["operator_calls"]
+    assert rows["damp"]["top"]["aten::normal_"]["calls"] == 8
