@@ -12,7 +12,7 @@ For each method (executor "auto", M = 8) on one of damp bench's models, in the t
   ``--steps`` steps: every operator event (nested ones included) and the sum of their self times.
 - ``top``: the operators with the most self time per step.
 
-docs/performance.md ("Where the small CNN's step goes") quotes these figures.
+docs/performance.md ("Where the small models' extra cost goes") quotes these figures.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The test side (``randomise_``, ``golden_input``, ``GOLDEN``) needs only numpy an
 damp model's state_dict is overwritten, in state_dict order, with seeded uniform noise, and the input is
 seeded noise too, so the weights and the input are reproducible without storing them.
 
-Regenerating the expected logits (``GOLDEN`` in test_fidelity.py) needs jax, flax, ml_collections and a
+Regenerating the expected logits (``OFFICIAL_LOGITS`` in test_fidelity.py) needs jax, flax, ml_collections and a
 checkout of the official code; it is a manual step, never run by the tests::
 
     python -m tests.models.golden /path/to/trungtrinh44-DAMP
