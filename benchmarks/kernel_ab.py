@@ -1,6 +1,6 @@
 """One change to the sub-batch kernels, before and after, in one round-robin on the layout the trainer feeds.
 
-    python benchmarks/kernel_ab.py --change layout|statistics [--models small_cnn,resnet8] [--rounds 9]
+    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv [--models small_cnn,resnet8] [--rounds 9]
                                    [--threads 2] [--out FILE.json]
 
 Every method (DAMP, DAAP, SAM, ASAM) is timed in both versions of the change, beside SGD, on the small
@@ -13,6 +13,10 @@ statistics on CPU"). The changes:
   is PyTorch's own ("new").
 - statistics: the whole-batch BatchNorm statistics on CPU, by generic passes (a mean, then centred
   squares; "generic") or by the kernel nn.BatchNorm trains with ("native").
+- cpu_conv: how the CPU kernels run a convolution with fewer than 64 input channels: always fused (one
+  grouped convolution, with copies that stack the sub-batches into channel groups and back; the
+  earlier rule, "channels"), or fused on NCHW input and split (M convolutions on contiguous slices and
+  a concatenation) on channels-last input ("layout").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import torch
 
 import damp.methods.fused_kernels as fused_kernels
+import damp.methods.layer_kernels as layer_kernels
 import damp.methods.split_kernels as split_kernels
 import damp.methods.sync_batchnorm as sync_batchnorm
 from cpu_timing import parse_and_set_threads, timing_parser, write_figures
@@ -47,10 +52,18 @@ def _statistics(native: bool):
     return use
 
 
+def _few_channel_conv(kernel):
+    def use() -> None:
+        layer_kernels.cpu_conv = kernel  # what kernel_for gives such a layer when an executor is built
+    return use
+
+
 # change -> {version: install it}; the last version of each is the library's own, restored at the end.
 CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
                       "new": _channels_last_rule(split_kernels.is_channels_last)},
-           "statistics": {"generic": _statistics(False), "native": _statistics(True)}}
+           "statistics": {"generic": _statistics(False), "native": _statistics(True)},
+           "cpu_conv": {"channels": _few_channel_conv(fused_kernels.fused_conv),
+                        "layout": _few_channel_conv(layer_kernels.cpu_conv)}}
 
 
 def compare(model_name: str, versions: dict, rounds: int) -> dict:

@@ -105,7 +105,8 @@ def test_the_bench_times_the_memory_layout_the_trainer_feeds(preset, tmp_path):
     assert bench.shape == x.shape and bench.stride() == x.stride()
 
 
-@pytest.mark.parametrize("change, versions", [("layout", ("old", "new")), ("statistics", ("generic", "native"))])
+@pytest.mark.parametrize("change, versions", [("layout", ("old", "new")), ("statistics", ("generic", "native")),
+                                             ("cpu_conv", ("channels", "layout"))])
 def test_kernel_ab_times_both_versions(tmp_path, change, versions):
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, "benchmarks/kernel_ab.py", "--change", change, "--models", "small_cnn",

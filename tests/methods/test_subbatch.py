@@ -276,6 +276,29 @@ def test_channels_last_gives_the_same_gradients_in_float64(name):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_cpu_kernels_run_few_channel_convolutions_by_layout(monkeypatch):
+    """Under "auto" on CPU, a convolution with few input channels runs fused on NCHW input and split on
+    channels-last input (no stacking copies), with the same gradients either way."""
+    from damp.methods import layer_kernels
+
+    model = small_cnn()
+    assert layer_kernels.kernel_for(model[0], "cpu") is layer_kernels.cpu_conv
+    ran = []
+    for name in ("fused_conv", "split_conv"):
+        kernel = getattr(layer_kernels, name)
+        monkeypatch.setattr(layer_kernels, name, lambda *args, n=name, k=kernel: (ran.append(n), k(*args))[1])
+    x, y = torch.rand(8, 6, 6, 1, dtype=torch.float64).permute(0, 3, 1, 2), torch.randint(0, 3, (8,))
+    results = {}
+    # x's strides (HW, 1, W, 1) read as NHWC; the copy's (HW, HW, W, 1) as NCHW
+    nchw = torch.empty(8, 1, 6, 6, dtype=torch.float64).copy_(x)
+    for label, batch in (("nhwc", x), ("nchw", nchw)):
+        ran.clear()
+        results[label] = grads(model, methods.build("damp", num_perturbations=4, **NOISY["damp"]), batch, y)[1]
+        assert set(ran) == {"split_conv" if label == "nhwc" else "fused_conv"}
+    for a, b in zip(results["nhwc"], results["nchw"]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_the_layout_rule_is_pytorchs_own():
     """is_channels_last decides every ambiguous stride pattern as PyTorch's suggest_memory_format does."""
     import itertools

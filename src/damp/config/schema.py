@@ -61,8 +61,8 @@ class MethodConfig:
     eta: float | None = None
     mix: float | None = None  # mrwp: the weight of the perturbed loss (0.5 by default)
     num_perturbations: int = 1  # M, counted over all processes as in the paper
-    # auto (fused on CUDA; on CPU fused below 64 input channels, split above, checked on the first batch for a
-    # model without BatchNorm), fused, split, loop
+    # auto (fused on CUDA; on CPU fused below 64 input channels, split above and for convolutions on
+    # channels-last input, checked on the first batch for a model without BatchNorm), fused, split, loop
     executor: str = "auto"
     batchnorm: str = "whole"  # whole (the official synced BatchNorm) or ghost (per sub-batch; runs the loop)
 

@@ -9,7 +9,8 @@ sub-batch). This module holds the table, the normalisation kernels and the fallb
 - "split" (CPU; methods/split_kernels.py): M ordinary convolutions / matmuls on the M slices of
   the input, the weight copies used as they are in both passes.
 - "fused" (CUDA; methods/fused_kernels.py): one grouped convolution or one batched matmul per layer.
-- "cpu" (the CPU default): fused for layers with few input channels, split for the others.
+- "cpu" (the CPU default): fused for layers with few input channels (a convolution only on NCHW input),
+  split for the others.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from damp.methods.copies import Copies, copies_of, materialize
 from damp.methods.fused_kernels import fused_conv, fused_linear
-from damp.methods.split_kernels import split_conv, split_linear
+from damp.methods.split_kernels import is_channels_last, split_conv, split_linear
 from damp.methods.sync_batchnorm import subbatch_batch_norm
 
 
@@ -135,7 +136,7 @@ LAYER_KERNELS: list[tuple[Callable[[nn.Module], bool], Kernel, Kernel]] = [
 
 
 # On CPU, oneDNN runs a grouped convolution with few channels per group faster than M separate
-# ones, and M separate ones faster above (measured: docs/performance.md, "Executors on CPU").
+# ones on NCHW batches, and M separate ones faster above (measured when it was set, on NCHW batches).
 CPU_FUSED_BELOW_CHANNELS = 64
 
 
@@ -148,15 +149,30 @@ def cpu_kernels(module: nn.Module) -> str:
     return "fused" if channels < CPU_FUSED_BELOW_CHANNELS else "split"
 
 
+def cpu_conv(module, copies, m, group, x):
+    """A convolution with few input channels under the "cpu" kernels: fused on an NCHW input, split on a
+    channels-last one. Channels-last, the grouped convolution's stacking copies (the whole input and
+    output permuted, in both passes) cost more than M convolutions on contiguous slices: ResNet-8's
+    DAMP step 1.30 against 1.41 × SGD (docs/performance.md, "Few-channel convolutions on channels-last
+    input")."""
+    return (split_conv if is_channels_last(x) else fused_conv)(module, copies, m, group, x)
+
+
+# Under "cpu", the kernel a layer with few input channels runs instead of its fused one.
+_CPU_FUSED = {fused_conv: cpu_conv}
+
+
 def kernel_for(module: nn.Module, kernels: str) -> Kernel:
-    """``module``'s kernel for ``kernels`` ("fused", "split", or "cpu": :func:`cpu_kernels` per layer).
+    """``module``'s kernel for ``kernels`` ("fused", "split", or "cpu": :func:`cpu_kernels` per layer,
+    with :func:`cpu_conv` for a convolution's fused kernel).
 
     Layer types outside :data:`LAYER_KERNELS` run :func:`generic`.
     """
     for matches, fused, split in LAYER_KERNELS:
         if matches(module):
-            choice = cpu_kernels(module) if kernels == "cpu" else kernels
-            return fused if choice == "fused" else split
+            if kernels == "cpu":
+                return _CPU_FUSED.get(fused, fused) if cpu_kernels(module) == "fused" else split
+            return fused if kernels == "fused" else split
     return generic
 
 

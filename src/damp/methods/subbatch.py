@@ -8,7 +8,7 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
   parameter runs copy k of its parameters on sub-batch k of its input (methods/layer_kernels.py),
   and every other layer, BatchNorm included, sees the whole batch. ``kernels`` is "fused" (grouped
   convolutions, batched matmuls: CUDA), "split" (M kernels per layer) or "cpu" (fused for layers
-  with few input channels, split for the others: the CPU default); same math.
+  with few input channels, a convolution only on NCHW input, split for the others: the CPU default); same math.
 - :class:`Loop`: M forward/backward passes of the whole model at in-place perturbed weights. Its
   BatchNorm normalises each sub-batch, so it runs only without BatchNorm in train mode (where it
   computes the same as PerLayer) or when ghost BatchNorm is asked for.
