@@ -53,8 +53,8 @@ def _statistics(native: bool):
 
 
 def _few_channel_conv(kernel):
-    def use() -> None:
-        layer_kernels.cpu_conv = kernel  # what kernel_for gives such a layer when an executor is built
+    def use() -> None:  # what kernel_for gives such a layer when an executor is built
+        layer_kernels._CPU_FUSED[fused_kernels.fused_conv] = kernel
     return use
 
 

@@ -142,3 +142,18 @@ def test_profile_step_counts_operators_and_times_both_batches(tmp_path):
     # DAMP's step draws M noise rows and runs per-sub-batch kernels: more operator calls than SGD's.
     assert rows["damp"]["operator_calls"] > rows["sgd"]["operator_calls"]
     assert rows["damp"]["top"]["aten::normal_"]["calls"] == 8
+
+
+def test_kernel_ab_cpu_conv_versions_install_their_kernel(monkeypatch):
+    from torch import nn
+
+    from damp.methods.fused_kernels import fused_conv
+    from damp.methods.layer_kernels import cpu_conv, kernel_for
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import kernel_ab
+
+    conv = nn.Conv2d(1, 4, 3)
+    for version, expected in (("channels", fused_conv), ("layout", cpu_conv)):  # the library's own last
+        kernel_ab.CHANGES["cpu_conv"][version]()
+        assert kernel_for(conv, "cpu") is expected

@@ -153,7 +153,7 @@ def cpu_conv(module, copies, m, group, x):
     """A convolution with few input channels under the "cpu" kernels: fused on an NCHW input, split on a
     channels-last one. Channels-last, the grouped convolution's stacking copies (the whole input and
     output permuted, in both passes) cost more than M convolutions on contiguous slices: ResNet-8's
-    DAMP step 1.30 against 1.41 × SGD (docs/performance.md, "Few-channel convolutions on channels-last
+    DAMP step 1.30 against 1.46 × SGD (docs/performance.md, "Few-channel convolutions on channels-last
     input")."""
     return (split_conv if is_channels_last(x) else fused_conv)(module, copies, m, group, x)
 
