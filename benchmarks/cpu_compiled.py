@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from cpu_timing import parse_and_set_threads, timing_parser, write_figures
+from cpu_timing import parse_and_set_threads, ratio_line, timing_parser, write_figures
 from damp import speed, timing
 from gpu_measure import _dynamo_counts, one_line, recompile_limit
 
@@ -81,8 +81,7 @@ def main() -> int:
             ms = result[model_name]["ms_per_step"]
             for mode in MODES:
                 ratios = result[model_name]["ratio_to_sgd"][mode]
-                print(f"{model_name} {mode}: SGD {ms[f'sgd_{mode}']:.1f} ms; "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+                print(ratio_line(f"{model_name} {mode}", ms[f"sgd_{mode}"], ratios))
     write_figures(result, args.out)
     return 0
 

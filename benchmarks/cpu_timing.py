@@ -26,6 +26,11 @@ def parse_and_set_threads(parser: argparse.ArgumentParser) -> argparse.Namespace
     return args
 
 
+def ratio_line(label: str, sgd_ms: float, ratios: dict[str, float]) -> str:
+    """One printed summary: ``label: SGD 12.3 ms; damp 1.30, sam 2.45, ...``."""
+    return f"{label}: SGD {sgd_ms:.1f} ms; " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
+
+
 def write_figures(result: dict, out: str | None) -> None:
     """Write ``result`` as indented JSON to ``out`` (atomically), if a path was given."""
     if out:

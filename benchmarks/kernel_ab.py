@@ -30,7 +30,7 @@ import damp.methods.fused_kernels as fused_kernels
 import damp.methods.layer_kernels as layer_kernels
 import damp.methods.split_kernels as split_kernels
 import damp.methods.sync_batchnorm as sync_batchnorm
-from cpu_timing import parse_and_set_threads, timing_parser, write_figures
+from cpu_timing import parse_and_set_threads, ratio_line, timing_parser, write_figures
 from damp import methods, speed, timing
 
 
@@ -94,9 +94,7 @@ def main() -> int:
     result = {"change": args.change, "threads": torch.get_num_threads(), "batch": 128, "num_perturbations": 8}
     for model_name in args.models.split(","):
         result[model_name] = compare(model_name, CHANGES[args.change], args.rounds)
-        ratios = result[model_name]["ratio_to_sgd"]
-        print(f"{model_name}: SGD {result[model_name]['ms_per_step']['sgd']:.1f} ms; "
-              + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+        print(ratio_line(model_name, result[model_name]["ms_per_step"]["sgd"], result[model_name]["ratio_to_sgd"]))
     write_figures(result, args.out)
     return 0
 
