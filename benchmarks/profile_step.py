@@ -68,7 +68,7 @@ def profile_methods(model_name: str, names: list[str], steps: int, top: int, rou
 def main() -> int:
     parser = timing_parser(__doc__.splitlines()[0], rounds=15)
     parser.add_argument("--model", default="small_cnn", choices=sorted(speed.BENCH_MODELS))
-    parser.add_argument("--methods", default="sgd,damp,sam", help="methods to profile, comma-separated (sgd first)")
+    parser.add_argument("--methods", default="sgd,damp,sam", help="methods to profile, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="profiled steps per method")
     parser.add_argument("--top", type=int, default=12, help="operators listed per method")
     args = parse_and_set_threads(parser)
