@@ -4,12 +4,13 @@
                                       [--threads 2] [--out FILE.json]
 
 Whether compiling the model takes the per-sub-batch methods' extra cost on CPU down to the noise floor
-(docs/performance.md, "Where the small models' extra cost goes, and torch.compile on CPU"). Each of
-damp bench's models is compiled once, and every method (SGD, DAMP, DAAP, SAM, ASAM; executor "auto", M = 8, batch 128 in the trainer's layout) first
-runs its warm-up steps on it, which compile that method's graphs; only then are all of them timed, eager
-and compiled, in one round-robin, so compilation never falls inside a timed sample. Each compiled ratio
-is to the compiled SGD step, each eager one to the eager SGD step. The record also says how many graphs
-each method compiled while warming up and while timed (a method that retraced would show there).
+(docs/performance.md, "Where the small models' extra cost goes, and torch.compile on CPU"). Each of damp
+bench's models is compiled once, and every method (SGD, DAMP, DAAP, SAM, ASAM; executor "auto", M = 8,
+batch 128 in the trainer's layout) first runs its warm-up steps on it, which compile that method's
+graphs; only then are all of them timed, eager and compiled, in one round-robin, so compilation never
+falls inside a timed sample. Each compiled ratio is to the compiled SGD step, each eager one to the
+eager SGD step. The record also says how many graphs each method compiled while warming up and while
+timed (a method that retraced would show there).
 """
 
 from __future__ import annotations
