@@ -53,8 +53,9 @@ def _statistics(native: bool):
 
 
 def _few_channel_conv(kernel):
-    def use() -> None:  # what kernel_for gives such a layer when an executor is built
-        layer_kernels._CPU_FUSED[fused_kernels.fused_conv] = kernel
+    def use() -> None:  # the convolution row's kernel for few input channels, read when an executor is built
+        row = next(i for i, r in enumerate(layer_kernels.LAYER_KERNELS) if r.split is split_kernels.split_conv)
+        layer_kernels.LAYER_KERNELS[row] = layer_kernels.LAYER_KERNELS[row]._replace(few_channels=kernel)
     return use
 
 

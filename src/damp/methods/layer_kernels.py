@@ -2,9 +2,10 @@
 
 Every kernel has the signature ``kernel(module, copies, m, group, *args, **kwargs)``, where ``copies``
 maps a local parameter name to its :class:`~damp.methods.copies.Copies` and ``m`` is the number of
-sub-batches of the input. :data:`LAYER_KERNELS` is the one table from layer type to its fused and
-split kernel; every other leaf module runs :func:`generic` (``torch.func.functional_call`` once per
-sub-batch). This module holds the table, the normalisation kernels and the fallback:
+sub-batches of the input. :data:`LAYER_KERNELS` is the one table from layer type to its fused,
+split and few-channel CPU kernels; every other leaf module runs :func:`generic`
+(``torch.func.functional_call`` once per sub-batch). This module holds the table, the normalisation
+kernels and the fallback:
 
 - "split" (CPU; methods/split_kernels.py): M ordinary convolutions / matmuls on the M slices of
   the input, the weight copies used as they are in both passes.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -125,16 +127,6 @@ def _zero_padded_conv(module: nn.Module) -> bool:
             and not isinstance(module.padding, str))
 
 
-# Layer type -> (fused kernel, split kernel). Matched in order; anything else runs `generic`.
-LAYER_KERNELS: list[tuple[Callable[[nn.Module], bool], Kernel, Kernel]] = [
-    (_zero_padded_conv, fused_conv, split_conv),
-    (_plain_forward(nn.Linear), fused_linear, split_linear),
-    (lambda module: isinstance(module, nn.modules.batchnorm._BatchNorm), batch_norm, batch_norm),
-    (_plain_forward(nn.LayerNorm), layer_norm, layer_norm),
-    (_plain_forward(nn.GroupNorm), group_norm, group_norm),
-]
-
-
 # On CPU, oneDNN runs a grouped convolution with few channels per group faster than M separate
 # ones on NCHW batches, and M separate ones faster above (measured when it was set, on NCHW batches).
 CPU_FUSED_BELOW_CHANNELS = 64
@@ -158,22 +150,39 @@ def cpu_conv(module, copies, m, group, x):
     return (split_conv if is_channels_last(x) else fused_conv)(module, copies, m, group, x)
 
 
-# Under "cpu", the kernel a layer with few input channels runs instead of its fused one.
-_CPU_FUSED = {fused_conv: cpu_conv}
+class LayerKernels(NamedTuple):
+    """One layer type's kernels: ``fused`` and ``split``, and ``few_channels``, the one the "cpu" kernels
+    run for a layer with fewer than 64 input channels per group (:func:`cpu_kernels`)."""
+
+    matches: Callable[[nn.Module], bool]
+    fused: Kernel
+    split: Kernel
+    few_channels: Kernel
+
+
+# Layer type -> its kernels. Matched in order; anything else runs `generic`.
+LAYER_KERNELS: list[LayerKernels] = [
+    LayerKernels(_zero_padded_conv, fused_conv, split_conv, cpu_conv),
+    LayerKernels(_plain_forward(nn.Linear), fused_linear, split_linear, fused_linear),
+    LayerKernels(lambda module: isinstance(module, nn.modules.batchnorm._BatchNorm), batch_norm, batch_norm,
+                 batch_norm),
+    LayerKernels(_plain_forward(nn.LayerNorm), layer_norm, layer_norm, layer_norm),
+    LayerKernels(_plain_forward(nn.GroupNorm), group_norm, group_norm, group_norm),
+]
 
 
 def kernel_for(module: nn.Module, kernels: str) -> Kernel:
-    """``module``'s kernel for ``kernels`` ("fused", "split", or "cpu": :func:`cpu_kernels` per layer,
-    with :func:`cpu_conv` for a convolution's fused kernel).
+    """``module``'s kernel for ``kernels`` ("fused", "split", or "cpu": per layer by :func:`cpu_kernels`,
+    its ``few_channels`` kernel or its split one).
 
     Layer types outside :data:`LAYER_KERNELS` run :func:`generic`.
     """
-    for matches, fused, split in LAYER_KERNELS:
-        if matches(module):
+    for row in LAYER_KERNELS:
+        if row.matches(module):
             if kernels == "cpu":
-                return _CPU_FUSED.get(fused, fused) if cpu_kernels(module) == "fused" else split
-            return fused if kernels == "fused" else split
+                return row.few_channels if cpu_kernels(module) == "fused" else row.split
+            return row.fused if kernels == "fused" else row.split
     return generic
 
 
-__all__ = ["Copies", "LAYER_KERNELS", "generic", "kernel_for", "materialize"]
+__all__ = ["Copies", "LAYER_KERNELS", "LayerKernels", "generic", "kernel_for", "materialize"]

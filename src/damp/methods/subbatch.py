@@ -23,7 +23,7 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
     method.backward ── plan() ──> Loop ─────> M passes at w * xi_m, restored bit-exactly
                                ├> PerLayerIfItFits ─> owners_fit(first sub-batch)? PerLayer : Loop (once)
                                └> PerLayer ─> executor(model).running(copies): one pass;
-                                              conv/linear/norm -> LAYER_KERNELS[type] (fused | split),
+                                              conv/linear/norm -> LAYER_KERNELS[type] (fused | split | few_channels),
                                               other leaves -> generic (functional_call per sub-batch)
 
 Each method caches the executor of a model, which keeps its patched forwards, so ``torch.compile`` traces a
