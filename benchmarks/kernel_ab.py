@@ -1,11 +1,13 @@
 """One change to the sub-batch kernels, before and after, in one round-robin on the layout the trainer feeds.
 
     python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv [--models small_cnn,resnet8] [--rounds 9]
-                                   [--threads 2] [--out FILE.json]
+                                   [--threads 2] [--copies] [--out FILE.json]
 
 Every method (DAMP, DAAP, SAM, ASAM) is timed in both versions of the change, beside SGD, on the small
 CNN and ResNet-8 of the Fashion-MNIST suites (docs/performance.md, "Memory layout" and "BatchNorm
-statistics on CPU"). The changes:
+statistics on CPU"). With ``--copies``, nothing is timed: one step of each method and version
+counts the elements written by copying operators (copy_, cat, stack, clone), forward and backward,
+by operator. The changes:
 
 - layout: the kernels' channels-last rule. A one-channel batch leaves the resident loader's crop with
   strides (HW, 1, W, 1), which PyTorch reads as channels-last, so SGD's convolutions run NHWC. The
@@ -21,10 +23,12 @@ statistics on CPU"). The changes:
 
 from __future__ import annotations
 
+import collections
 import statistics
 import sys
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import damp.methods.fused_kernels as fused_kernels
 import damp.methods.layer_kernels as layer_kernels
@@ -87,13 +91,57 @@ def compare(model_name: str, versions: dict, rounds: int) -> dict:
             "ratio_to_sgd": timing.paired_ratios(times, "sgd"), "rounds": rounds, "steps_per_sample": per_sample}
 
 
+# The operators that write a copy of their input; a reshape that cannot view runs clone.
+_COPYING = {torch.ops.aten.copy_.default, torch.ops.aten.cat.default, torch.ops.aten.stack.default,
+            torch.ops.aten.clone.default}
+
+
+class _CopyCensus(TorchDispatchMode):
+    """Elements written by each copying operator while active (autograd's backward included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _COPYING:
+            self.elements[str(func.overloadpacket.__name__)] += out.numel()
+        return out
+
+
+def count_copies(model_name: str, versions: dict) -> dict:
+    """Per method and version: elements written by copying operators in one step, by operator (in millions)."""
+    net, optimizer = speed.bench_model(model_name, torch.device("cpu"))
+    channels, size, _ = speed.BENCH_MODELS[model_name]
+    x = speed.training_batch(128, channels, size, torch.device("cpu"))
+    y = torch.randint(0, 10, (128,))
+    counts = {}
+    for name in ("sgd", "damp", "daap", "sam", "asam"):
+        for tag, use in versions.items() if name != "sgd" else [("", lambda: None)]:
+            use()
+            method = methods.SGD() if name == "sgd" else speed.build_variant(name, "auto", 8)
+            speed.train_step(net, optimizer, method, x, y, None)  # the first step settles the executor
+            with _CopyCensus() as census:
+                speed.train_step(net, optimizer, method, x, y, None)
+            counts[f"{name}_{tag}" if tag else name] = {op: n / 1e6 for op, n in sorted(census.elements.items())}
+    list(versions.values())[-1]()
+    return {"copied_million_elements": counts}
+
+
 def main() -> int:
     parser = timing_parser(__doc__.splitlines()[0], rounds=9)
     parser.add_argument("--change", required=True, choices=sorted(CHANGES), help="which change to time")
     parser.add_argument("--models", default="small_cnn,resnet8", help="damp bench's models, comma-separated")
+    parser.add_argument("--copies", action="store_true", help="count copied elements per step instead of timing")
     args = parse_and_set_threads(parser)
     result = {"change": args.change, "threads": torch.get_num_threads(), "batch": 128, "num_perturbations": 8}
     for model_name in args.models.split(","):
+        if args.copies:
+            result[model_name] = count_copies(model_name, CHANGES[args.change])
+            for key, ops in result[model_name]["copied_million_elements"].items():
+                print(f"{model_name} {key}: " + ", ".join(f"{op} {n:.1f} M" for op, n in ops.items()))
+            continue
         result[model_name] = compare(model_name, CHANGES[args.change], args.rounds)
         print(ratio_line(model_name, result[model_name]["ms_per_step"]["sgd"], result[model_name]["ratio_to_sgd"]))
     write_figures(result, args.out)

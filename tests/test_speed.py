@@ -116,6 +116,18 @@ def test_kernel_ab_times_both_versions(tmp_path, change, versions):
     assert all(v > 0 for v in ratios.values())
 
 
+def test_kernel_ab_counts_the_stacking_copies_that_split_convolutions_avoid(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/kernel_ab.py", "--change", "cpu_conv", "--copies", "--models",
+                    "small_cnn", "--threads", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    counts = json.loads(out.read_text())["small_cnn"]["copied_million_elements"]
+    # Channels-last input: the grouped convolution permutes its input and output (clone), the split one
+    # concatenates its M outputs instead; SGD does neither.
+    assert counts["damp_channels"].get("clone", 0) > 1 and counts["damp_layout"].get("clone", 0) < 0.1
+    assert counts["damp_layout"]["cat"] > counts["damp_channels"].get("cat", 0)
+    assert counts["sgd"].get("clone", 0) + counts["sgd"].get("cat", 0) < 0.1
+
+
 def test_cpu_compiled_times_every_method_in_both_modes_after_compiling(tmp_path):
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, "benchmarks/cpu_compiled.py", "--models", "mlp", "--backend", "eager",
