@@ -1,7 +1,7 @@
 """One change to the sub-batch kernels, before and after, in one round-robin on the layout the trainer feeds.
 
-    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv [--models small_cnn,resnet8] [--rounds 9]
-                                   [--threads 2] [--copies] [--out FILE.json]
+    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv|noise_draw [--models small_cnn,resnet8]
+                                   [--rounds 9] [--threads 2] [--copies] [--out FILE.json]
 
 Every method (DAMP, DAAP, SAM, ASAM) is timed in both versions of the change, beside SGD, on the small
 CNN and ResNet-8 of the Fashion-MNIST suites (docs/performance.md, "Memory layout" and "BatchNorm
@@ -19,6 +19,8 @@ by operator. The changes:
   grouped convolution, with copies that stack the sub-batches into channel groups and back; the
   earlier rule, "channels"), or fused on NCHW input and split (M convolutions on contiguous slices and
   a concatenation) on channels-last input ("layout").
+- noise_draw: DAMP's and DAAP's CPU noise draw, the M rows one after another ("serial") or shared over
+  torch's threads whatever the buffer's size ("shared"; methods/noise.py, ``fill_normal_``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import damp.methods.fused_kernels as fused_kernels
 import damp.methods.layer_kernels as layer_kernels
+import damp.methods.noise as noise
 import damp.methods.split_kernels as split_kernels
 import damp.methods.sync_batchnorm as sync_batchnorm
 from cpu_timing import parse_and_set_threads, ratio_line, timing_parser, write_figures
@@ -63,12 +66,20 @@ def _few_channel_conv(kernel):
     return use
 
 
-# change -> {version: install it}; the last version of each is the library's own, restored at the end.
+def _draw_threshold(elements: int):
+    def use() -> None:
+        noise.PARALLEL_DRAW_MIN_ELEMENTS = elements
+    return use
+
+
+# change -> {version: install it}; the last version of each is the library's own, restored at the end
+# (noise_draw's "shared" shares every buffer; the library shares those of 2^22 elements and more).
 CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
                       "new": _channels_last_rule(split_kernels.is_channels_last)},
            "statistics": {"generic": _statistics(False), "native": _statistics(True)},
            "cpu_conv": {"channels": _few_channel_conv(fused_kernels.fused_conv),
-                        "layout": _few_channel_conv(layer_kernels.cpu_conv)}}
+                        "layout": _few_channel_conv(layer_kernels.cpu_conv)},
+           "noise_draw": {"serial": _draw_threshold(1 << 62), "shared": _draw_threshold(0)}}
 
 
 def compare(model_name: str, versions: dict, rounds: int) -> dict:

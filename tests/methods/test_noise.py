@@ -98,3 +98,31 @@ def test_each_subbatch_gets_its_own_noise_and_no_chain_factor():
     torch.testing.assert_close(model.weight.grad[0], expected)
     # The perturbation really is multiplicative: xi = v / w has mean ~1 and spread ~std.
     assert torch.equal(model.weight[0], w)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_noise_drawn_on_several_threads_equals_the_serial_draw(monkeypatch, threads):
+    """fill_normal_ shares the rows over torch's threads on CPU; each row comes from its own generator,
+    so the buffer is bit-identical to drawing the rows one after another, whatever the thread count."""
+    from damp import seeding
+    from damp.methods import noise
+
+    def draw() -> torch.Tensor:
+        buffer = torch.empty(8, 1000)
+        noise.fill_normal_(buffer, 0.3, [seeding.generator("cpu", 5, seeding.NOISE, 2, m) for m in range(8)])
+        return buffer
+
+    monkeypatch.setattr(noise, "PARALLEL_DRAW_MIN_ELEMENTS", 1 << 62)
+    serial = draw()
+    monkeypatch.setattr(noise, "PARALLEL_DRAW_MIN_ELEMENTS", 0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        shared = draw()
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(shared, serial)
+    assert serial.std().item() == pytest.approx(0.3, rel=0.05)
+    assert not torch.equal(serial[0], serial[1])  # rows are distinct draws
+    # The draw threads ran the shares beside the calling thread when there was more than one.
+    assert (noise._draw_pool is not None and noise._draw_pool[1] == threads - 1) or threads == 1

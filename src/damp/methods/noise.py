@@ -29,6 +29,8 @@ but the last run under ``no_sync()``.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from typing import Any
 
 import torch
@@ -50,10 +52,42 @@ def noise_views(buffer: torch.Tensor, params: list[torch.Tensor]) -> list[torch.
     return [chunk.view(buffer.shape[0], *p.shape) for chunk, p in zip(chunks, params)]
 
 
-def fill_normal_(buffer: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
-    """Row m of the (M, P) ``buffer`` <- one flat N(0, std^2) draw from ``generators[m]``."""
-    for row, gen in zip(buffer, generators):
+# A CPU normal_ runs on one core, so fill_normal_ hands rows to other threads, but only for a buffer
+# of at least this many elements (about 15 ms of drawing on one core). After a training step,
+# OpenMP's worker thread spins on the other core for some milliseconds, and a shorter shared draw
+# gains nothing (docs/performance.md, "Drawing the noise on every core").
+PARALLEL_DRAW_MIN_ELEMENTS = 1 << 22
+_draw_pool: tuple[int, int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, workers, pool)
+
+
+def _fill_rows(rows: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
+    for row, gen in zip(rows, generators):
         row.normal_(0.0, std, generator=gen)
+
+
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's draw threads (made again after a fork, whose child has none of its parent's threads)."""
+    global _draw_pool
+    if _draw_pool is None or _draw_pool[:2] != (os.getpid(), workers):
+        _draw_pool = (os.getpid(), workers, concurrent.futures.ThreadPoolExecutor(workers, "damp-noise"))
+    return _draw_pool[2]
+
+
+def fill_normal_(buffer: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
+    """Row m of the (M, P) ``buffer`` <- one flat N(0, std^2) draw from ``generators[m]``.
+
+    On CPU the rows are drawn on torch's intra-op threads at once: row m depends only on its own
+    generator, so the values are the same as one after another, bit for bit.
+    """
+    threads = min(torch.get_num_threads(), len(generators))
+    if buffer.device.type != "cpu" or threads < 2 or buffer.numel() < PARALLEL_DRAW_MIN_ELEMENTS:
+        _fill_rows(buffer, std, generators)
+        return
+    pool = _pool(threads - 1)  # the calling thread draws a share too
+    shares = [pool.submit(_fill_rows, buffer[t::threads], std, generators[t::threads]) for t in range(1, threads)]
+    _fill_rows(buffer[0::threads], std, generators[0::threads])
+    for share in shares:
+        share.result()
 
 
 def draw_noise(params: list[torch.Tensor], std: float, generators: list[torch.Generator]) -> list[torch.Tensor]:
