@@ -129,6 +129,20 @@ def test_kernel_ab_counts_the_stacking_copies_that_split_convolutions_avoid(tmp_
     assert counts["sgd"].get("clone", 0) + counts["sgd"].get("cat", 0) < 0.1
 
 
+def test_noise_draw_times_both_versions_alone_and_after_a_step(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/noise_draw.py", "--sizes", "4096", "--models", "mlp", "--rounds", "1",
+                    "--threads", "2", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert result["draws"]["mlp"]["elements"] == 8 * (784 * 256 + 256 * 256 + 256 * 10)  # kernels only
+    for label in ("4096", "mlp"):
+        row = result["draws"][label]
+        assert set(row["alone_ms"]) == set(row["after_step_ms"]) == {"serial", "shared"}
+        assert all(v > 0 for v in row["alone_ms"].values())
+    from damp.methods import noise
+    assert result["threshold"] == noise.PARALLEL_DRAW_MIN_ELEMENTS
+
+
 def test_cpu_compiled_times_every_method_in_both_modes_after_compiling(tmp_path):
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, "benchmarks/cpu_compiled.py", "--models", "mlp", "--backend", "eager",
