@@ -76,8 +76,9 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
 def fill_normal_(buffer: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
     """Row m of the (M, P) ``buffer`` <- one flat N(0, std^2) draw from ``generators[m]``.
 
-    On CPU the rows are drawn on torch's intra-op threads at once: row m depends only on its own
-    generator, so the values are the same as one after another, bit for bit.
+    On CPU, a buffer of :data:`PARALLEL_DRAW_MIN_ELEMENTS` or more has its rows drawn on torch's
+    intra-op threads at once: row m depends only on its own generator, so the values are the same as
+    one after another, bit for bit.
     """
     threads = min(torch.get_num_threads(), len(generators))
     if buffer.device.type != "cpu" or threads < 2 or buffer.numel() < PARALLEL_DRAW_MIN_ELEMENTS:
