@@ -1,13 +1,14 @@
 """One change to the sub-batch kernels, before and after, in one round-robin on the layout the trainer feeds.
 
-    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv|noise_draw [--models small_cnn,resnet8]
+    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv|noise_draw|sam_ascent
+                                   [--models small_cnn,resnet8] [--methods damp,daap,sam,asam]
                                    [--rounds 9] [--threads 2] [--copies] [--out FILE.json]
 
-Every method (DAMP, DAAP, SAM, ASAM) is timed in both versions of the change, beside SGD, on the small
-CNN and ResNet-8 of the Fashion-MNIST suites (docs/performance.md, "Memory layout" and "BatchNorm
-statistics on CPU"). With ``--copies``, nothing is timed: one step of each method and version
-counts the elements written by copying operators (copy_, cat, stack, clone), forward and backward,
-by operator. The changes:
+Every method (DAMP, DAAP, SAM, ASAM, or those of ``--methods``) is timed in both versions of the
+change, beside SGD, on the small CNN and ResNet-8 of the Fashion-MNIST suites, or the ``--models``
+(docs/performance.md, "Memory layout" and "BatchNorm statistics on CPU"). With ``--copies``,
+nothing is timed: one step of each method and version counts the elements written by copying
+operators (copy_, cat, stack, clone), forward and backward, by operator. The changes:
 
 - layout: the kernels' channels-last rule. A one-channel batch leaves the resident loader's crop with
   strides (HW, 1, W, 1), which PyTorch reads as channels-last, so SGD's convolutions run NHWC. The
@@ -21,6 +22,9 @@ by operator. The changes:
   a concatenation) on channels-last input ("layout").
 - noise_draw: DAMP's and DAAP's CPU noise draw, the M rows one after another ("serial") or shared over
   torch's threads whatever the buffer's size ("shared"; methods/noise.py, ``fill_normal_``).
+- sam_ascent: SAM's and ASAM's per-sub-batch ascent point, from an (M, P) perturbation and its
+  temporaries, then added to omega ("temporaries", the earlier code, kept here), or written straight
+  into the descent buffers ("in_place"; methods/sam.py, ``subbatch_ascent_points_``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import damp.methods.fused_kernels as fused_kernels
 import damp.methods.layer_kernels as layer_kernels
 import damp.methods.noise as noise
+import damp.methods.sam as sam
 import damp.methods.split_kernels as split_kernels
 import damp.methods.sync_batchnorm as sync_batchnorm
 from cpu_timing import parse_and_set_threads, ratio_line, timing_parser, write_figures
@@ -72,6 +77,26 @@ def _draw_threshold(elements: int):
     return use
 
 
+@torch.no_grad()
+def _ascent_with_temporaries(out, params, grads, rho, scales=None) -> None:
+    """The earlier ascent: T g, T^2 g and the perturbation each a new (M, *shape) tensor, then added to omega."""
+    scales = scales if scales is not None else [None] * len(grads)
+    scaled = [g if t is None else g * t for g, t in zip(grads, scales)]
+    squares = torch.stack([s.to(torch.promote_types(s.dtype, torch.float32)).flatten(1).square().sum(1)
+                           for s in scaled])
+    factor = rho / (squares.sum(0).sqrt() + sam.NORM_EPS)
+    eps = [(s if t is None else s * t) * factor.view(-1, *[1] * (s.dim() - 1)).to(s.dtype)
+           for s, t in zip(scaled, scales)]
+    for buffer, p, e in zip(out, params, eps):
+        torch.add(e.to(p.dtype), p, out=buffer)
+
+
+def _ascent(function):
+    def use() -> None:
+        sam.subbatch_ascent_points_ = function
+    return use
+
+
 # change -> {version: install it}; the last version of each is the library's own, restored at the end
 # (noise_draw's "shared" shares every buffer; the library shares those of 2^22 elements and more).
 CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
@@ -79,10 +104,13 @@ CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
            "statistics": {"generic": _statistics(False), "native": _statistics(True)},
            "cpu_conv": {"channels": _few_channel_conv(fused_kernels.fused_conv),
                         "layout": _few_channel_conv(layer_kernels.cpu_conv)},
-           "noise_draw": {"serial": _draw_threshold(1 << 62), "shared": _draw_threshold(0)}}
+           "noise_draw": {"serial": _draw_threshold(1 << 62), "shared": _draw_threshold(0)},
+           "sam_ascent": {"temporaries": _ascent(_ascent_with_temporaries),
+                          "in_place": _ascent(sam.subbatch_ascent_points_)}}
 
 
-def compare(model_name: str, versions: dict, rounds: int) -> dict:
+def compare(model_name: str, versions: dict, rounds: int, names: tuple[str, ...] = ("damp", "daap", "sam", "asam")
+            ) -> dict:
     """ms per step and ratio to SGD of each method in each version, on the trainer's batch layout."""
     net, optimizer = speed.bench_model(model_name, torch.device("cpu"))
     channels, size, _ = speed.BENCH_MODELS[model_name]
@@ -90,7 +118,7 @@ def compare(model_name: str, versions: dict, rounds: int) -> dict:
     y = torch.randint(0, 10, (128,))
     sgd = methods.SGD()
     steps = {"sgd": lambda: speed.train_step(net, optimizer, sgd, x, y, None)}
-    for name in ("damp", "daap", "sam", "asam"):
+    for name in names:
         for tag, use in versions.items():
             method = speed.build_variant(name, "auto", 8)
             steps[f"{name}_{tag}"] = lambda m=method, u=use: (u(), speed.train_step(net, optimizer, m, x, y, None))
@@ -144,6 +172,7 @@ def main() -> int:
     parser = timing_parser(__doc__.splitlines()[0], rounds=9)
     parser.add_argument("--change", required=True, choices=sorted(CHANGES), help="which change to time")
     parser.add_argument("--models", default="small_cnn,resnet8", help="damp bench's models, comma-separated")
+    parser.add_argument("--methods", default="damp,daap,sam,asam", help="methods to time, comma-separated")
     parser.add_argument("--copies", action="store_true", help="count copied elements per step instead of timing")
     args = parse_and_set_threads(parser)
     result = {"change": args.change, "threads": torch.get_num_threads(), "batch": 128, "num_perturbations": 8}
@@ -153,7 +182,7 @@ def main() -> int:
             for key, ops in result[model_name]["copied_million_elements"].items():
                 print(f"{model_name} {key}: " + ", ".join(f"{op} {n:.1f} M" for op, n in ops.items()))
             continue
-        result[model_name] = compare(model_name, CHANGES[args.change], args.rounds)
+        result[model_name] = compare(model_name, CHANGES[args.change], args.rounds, tuple(args.methods.split(",")))
         print(ratio_line(model_name, result[model_name]["ms_per_step"]["sgd"], result[model_name]["ratio_to_sgd"]))
     write_figures(result, args.out)
     return 0

@@ -107,7 +107,8 @@ def test_the_bench_times_the_memory_layout_the_trainer_feeds(preset, tmp_path):
 
 @pytest.mark.parametrize("change, versions", [("layout", ("old", "new")), ("statistics", ("generic", "native")),
                                              ("cpu_conv", ("channels", "layout")),
-                                             ("noise_draw", ("serial", "shared"))])
+                                             ("noise_draw", ("serial", "shared")),
+                                             ("sam_ascent", ("temporaries", "in_place"))])
 def test_kernel_ab_times_both_versions(tmp_path, change, versions):
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, "benchmarks/kernel_ab.py", "--change", change, "--models", "small_cnn",

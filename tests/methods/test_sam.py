@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from damp import methods
-from damp.methods.sam import ascent_perturbation
+from damp.methods.sam import ascent_perturbation, subbatch_ascent_points_
 from tests.conftest import small_cnn
 
 
@@ -55,6 +55,24 @@ def test_ascent_perturbation_norm_is_rho():
     grads = [torch.randn(3, 3), torch.randn(5)]
     eps = ascent_perturbation(grads, rho=0.7)
     assert torch.cat([e.flatten() for e in eps]).norm().item() == pytest.approx(0.7, rel=1e-5)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_subbatch_ascent_points_are_omega_plus_each_subbatchs_own_ascent(adaptive):
+    """Written in place into the descent buffers, row m is omega plus sub-batch m's own ascent (SAM and ASAM)."""
+    torch.manual_seed(0)
+    params = [torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    grads = [torch.randn(5, *p.shape, dtype=torch.float64) for p in params]  # M = 5
+    scales = [params[0].abs() + 0.1, None] if adaptive else None
+    out = [torch.full_like(g, float("nan")) for g in grads]
+    before = [g.clone() for g in grads]
+    subbatch_ascent_points_(out, params, grads, 0.4, scales)
+    t = [torch.ones_like(p) if ti is None else ti for ti, p in zip(scales or [None, None], params)]
+    for m in range(5):  # the closed form eps_m = rho T^2 g_m / ||T g_m||, in float64 throughout
+        norm = torch.sqrt(sum(((ti * g[m]) ** 2).sum() for ti, g in zip(t, grads)))
+        for buffer, p, ti, g in zip(out, params, t, grads):
+            torch.testing.assert_close(buffer[m], p + 0.4 * ti**2 * g[m] / norm, rtol=1e-10, atol=1e-12)
+    assert all(torch.equal(g, b) for g, b in zip(grads, before))  # the gradients are read, not overwritten
 
 
 def test_m_sharpness_uses_one_ascent_per_subbatch(batch):

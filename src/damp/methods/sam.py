@@ -69,23 +69,40 @@ def ascent_perturbation(grads: list[torch.Tensor], rho: float,
     return [w * factor.to(w.device, w.dtype) for w in weighted]
 
 
-def subbatch_ascent(grads: list[torch.Tensor], rho: float, scales: list[torch.Tensor | None] | None = None
-                    ) -> list[torch.Tensor]:
-    """:func:`ascent_perturbation` for M sub-batches at once: grads (M, *shape) per tensor, one norm per m.
+@torch.no_grad()
+def subbatch_ascent_points_(out: list[torch.Tensor], params: list[torch.Tensor], grads: list[torch.Tensor],
+                            rho: float, scales: list[torch.Tensor | None] | None = None) -> None:
+    """``out[i][m] <- params[i] + eps_m``: :func:`ascent_perturbation` for M sub-batches at once, one norm per m.
 
-    >>> g = [torch.tensor([[3.0, 4.0], [0.0, 2.0]])]
-    >>> subbatch_ascent(g, rho=1.0)[0]
-    tensor([[0.6000, 0.8000],
-            [0.0000, 1.0000]])
+    Args:
+        out: per tensor, an (M, *shape) buffer, overwritten.
+        params: per tensor, omega (*shape).
+        grads: per tensor, the M sub-batch gradients (M, *shape).
+        rho, scales: as for :func:`ascent_perturbation`.
+
+    No (M, P) temporary is made: on a CPU each would be a fresh mapping whose pages fault in on
+    every step (docs/performance.md, "SAM's ascent without temporaries"). The norms are read from
+    the gradients (or from T g, written into ``out``) and the point is one ``addcmul`` per tensor.
+
+    >>> out, w = [torch.empty(2, 2)], [torch.tensor([1.0, 1.0])]
+    >>> subbatch_ascent_points_(out, w, [torch.tensor([[3.0, 4.0], [0.0, 2.0]])], rho=1.0)
+    >>> out[0]
+    tensor([[1.6000, 1.8000],
+            [1.0000, 2.0000]])
     """
     scales = scales if scales is not None else [None] * len(grads)
-    scaled = [g if t is None else g * t for g, t in zip(grads, scales)]
-    # Norms in float32 at least (float64 stays float64, so reference checks are exact).
-    squares = torch.stack([s.to(torch.promote_types(s.dtype, torch.float32)).flatten(1).square().sum(1)
-                           for s in scaled])  # (tensors, M)
-    factor = rho / (squares.sum(0).sqrt() + NORM_EPS)  # (M,)
-    return [(s if t is None else s * t) * factor.view(-1, *[1] * (s.dim() - 1)).to(s.dtype)
-            for s, t in zip(scaled, scales)]
+    squares = []
+    for buffer, g, t in zip(out, grads, scales):
+        if t is not None:
+            g = torch.mul(g, t, out=buffer)  # T g, in the output buffer
+        # Norms in float32 at least (float64 stays float64, so reference checks are exact).
+        total = torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=torch.promote_types(g.dtype, torch.float32))
+        squares.append(total.square())
+    factor = rho / (torch.stack(squares).sum(0).sqrt() + NORM_EPS)  # (M,)
+    for buffer, p, g, t in zip(out, params, grads, scales):
+        if t is not None:
+            g = buffer.mul_(t)  # T^2 g
+        torch.addcmul(p, g.to(p.dtype), factor.view(-1, *[1] * p.dim()).to(p.dtype), out=buffer)
 
 
 class SAM(Method):
@@ -132,10 +149,9 @@ class SAM(Method):
             scaled_loss = scaler.scale(loss) if scaler is not None else loss
             grads = torch.autograd.grad(scaled_loss, clean, allow_unused=True)
         grads = [torch.zeros_like(c) if g is None else g for g, c in zip(grads, clean)]
-        eps = subbatch_ascent(grads, self.rho, scales)
-        with torch.no_grad():  # descent pass at omega + eps_m, the gradient summed into omega
-            for buffer, p, e in zip(perturbed, params, eps):
-                torch.add(e.to(p.dtype), p, out=buffer)
+        subbatch_ascent_points_(perturbed, [p.detach() for p in params], grads, self.rho, scales)
+        del grads
+        # Descent pass at omega + eps_m, the gradient summed into omega.
         with executor.running([Copies(b, p) for b, p in zip(perturbed, params)]), frozen_batchnorm_stats(model):
             run_backward(forward_loss(model, inputs, targets, loss_fn, autocast_dtype), scaler)
         return loss.detach()
