@@ -185,7 +185,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     be = sub.add_parser("bench", help="measure step-time ratios vs SGD, trainer overhead, corruption and "
                                       "evaluation throughput")
     be.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    be.add_argument("--quick", action="store_true", help="fewer repeats, 32-px corruptions only (~2 min on CPU)")
+    be.add_argument("--quick", action="store_true",
+                    help="fewer repeats, 32-px corruptions only (~3 min on 2 CPU cores)")
     be.add_argument("--out", required=True, help="output JSON file")
     be.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     be.add_argument("--model", metavar="MODULE:FACTORY", help="instead: the corruption benchmark's throughput "
