@@ -9,7 +9,8 @@ total elements and of each of damp bench's models' P, timed in one round-robin: 
 (``PARALLEL_DRAW_MIN_ELEMENTS`` out of reach) and the shared one (threshold 0), each alone and right
 after an SGD step of the small CNN, as in training. After a step, OpenMP's worker thread spins for
 a while on the second core, so a short shared draw gains less there than alone; the sizes where
-the gain survives set the threshold (docs/performance.md, "Drawing the noise on every core").
+the gain survives set the threshold (docs/performance.md, "Drawing the noise on every core, and
+SAM's ascent without temporaries").
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def noise_views(buffer: torch.Tensor, params: list[torch.Tensor]) -> list[torch.
 # A CPU normal_ runs on one core, so fill_normal_ hands rows to other threads, but only for a buffer
 # of at least this many elements (about 15 ms of drawing on one core). After a training step,
 # OpenMP's worker thread spins on the other core for some milliseconds, and a shorter shared draw
-# gains nothing (docs/performance.md, "Drawing the noise on every core").
+# gains nothing (docs/performance.md, "Drawing the noise on every core, and SAM's ascent without
+# temporaries").
 PARALLEL_DRAW_MIN_ELEMENTS = 1 << 22
 _draw_pool: tuple[int, int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, workers, pool)
 

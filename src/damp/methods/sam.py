@@ -80,9 +80,10 @@ def subbatch_ascent_points_(out: list[torch.Tensor], params: list[torch.Tensor],
         grads: per tensor, the M sub-batch gradients (M, *shape).
         rho, scales: as for :func:`ascent_perturbation`.
 
-    No (M, P) temporary is made: on a CPU each would be a fresh mapping whose pages fault in on
-    every step (docs/performance.md, "SAM's ascent without temporaries"). The norms are read from
-    the gradients (or from T g, written into ``out``) and the point is one ``addcmul`` per tensor.
+    No (M, P) temporary is made: the norms are read from the gradients (or from T g, written into
+    ``out``) and the point is one ``addcmul`` per tensor. ASAM's step on ResNet18 went from 2.34 to
+    2.13 × SGD's (docs/performance.md, "Drawing the noise on every core, and SAM's ascent without
+    temporaries").
 
     >>> out, w = [torch.empty(2, 2)], [torch.tensor([1.0, 1.0])]
     >>> subbatch_ascent_points_(out, w, [torch.tensor([[3.0, 4.0], [0.0, 2.0]])], rho=1.0)
