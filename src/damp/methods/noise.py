@@ -70,6 +70,8 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     """The process's draw threads (made again after a fork, whose child has none of its parent's threads)."""
     global _draw_pool
     if _draw_pool is None or _draw_pool[:2] != (os.getpid(), workers):
+        if _draw_pool is not None and _draw_pool[0] == os.getpid():
+            _draw_pool[2].shutdown(wait=False)  # the thread count changed: let the old threads go
         _draw_pool = (os.getpid(), workers, concurrent.futures.ThreadPoolExecutor(workers, "damp-noise"))
     return _draw_pool[2]
 
