@@ -5,9 +5,10 @@
 
 `damp bench` times each method with the executor "auto" picks; this script times the same steps
 with every executor named, so a default can be checked against its alternatives (docs/performance.md,
-"Executors without BatchNorm"). Ratios are paired per round, as in `damp bench`. `--heap retain`
-keeps freed memory in the process (`timing.retain_freed_heap`), so the steps stop faulting fresh pages
-in; the minor page faults of the timing are reported either way.
+"Earlier runs (contiguous NCHW batches)", paragraph "Executors without BatchNorm"). Ratios are paired
+per round, as in `damp bench`. `--heap retain` keeps freed memory in the process
+(`timing.retain_freed_heap`), so the steps stop faulting fresh pages in; the minor page faults of
+the timing are reported either way.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
 
 Every method (DAMP, DAAP, SAM, ASAM, or those of ``--methods``) is timed in both versions of the
 change, beside SGD, on the small CNN and ResNet-8 of the Fashion-MNIST suites, or the ``--models``
-(docs/performance.md, "Memory layout" and "BatchNorm statistics on CPU"). With ``--copies``,
-nothing is timed: one step of each method and version counts the elements written by copying
-operators (copy_, cat, stack, clone), forward and backward, by operator. The changes:
+(docs/performance.md, "Memory layout: what the bench times, and what training runs" and
+"BatchNorm statistics on CPU, and 'auto' without BatchNorm"). With ``--copies``, nothing is timed:
+one step of each method and version counts the elements written by copying operators (copy_, cat,
+stack, clone), forward and backward, by operator. The changes:
 
 - layout: the kernels' channels-last rule. A one-channel batch leaves the resident loader's crop with
   strides (HW, 1, W, 1), which PyTorch reads as channels-last, so SGD's convolutions run NHWC. The
@@ -21,7 +22,8 @@ operators (copy_, cat, stack, clone), forward and backward, by operator. The cha
   earlier rule, "channels"), or fused on NCHW input and split (M convolutions on contiguous slices and
   a concatenation) on channels-last input ("layout").
 - noise_draw: DAMP's and DAAP's CPU noise draw, the M rows one after another ("serial") or shared over
-  torch's threads whatever the buffer's size ("shared"; methods/noise.py, ``fill_normal_``).
+  as many threads as torch's intra-op count, whatever the buffer's size ("shared"; methods/noise.py,
+  ``fill_normal_``).
 - sam_ascent: SAM's and ASAM's per-sub-batch ascent point, from an (M, P) perturbation and its
   temporaries, then added to omega ("temporaries", the earlier code, kept here), or written straight
   into the descent buffers ("in_place"; methods/sam.py, ``subbatch_ascent_points_``).

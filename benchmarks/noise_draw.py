@@ -1,4 +1,4 @@
-"""The CPU noise draw, one row after another against the rows shared over torch's threads.
+"""The CPU noise draw, one row after another against the rows shared over several threads.
 
     python benchmarks/noise_draw.py [--sizes 1048576,...] [--models mlp,small_cnn,resnet8,resnet18] [--rounds 7]
                                     [--threads 2] [--out FILE.json]

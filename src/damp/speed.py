@@ -136,7 +136,8 @@ def training_batch(batch: int, channels: int, size: int, device: torch.device) -
     crop (:func:`damp.data.augment.random_crop`), which leaves a one-channel batch with NHWC strides.
 
     PyTorch's convolutions follow that layout, and on a CPU it changes a step's time by up to 1.7 x
-    (docs/performance.md, "Memory layout"), so the bench times the layout training runs.
+    (docs/performance.md, "Memory layout: what the bench times, and what training runs"), so the
+    bench times the layout training runs.
     """
     x = torch.rand(batch, channels, size, size, device=device)
     return random_crop(x, 2, torch.rand(batch, 2, device=device))

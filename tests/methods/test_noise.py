@@ -102,8 +102,8 @@ def test_each_subbatch_gets_its_own_noise_and_no_chain_factor():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_noise_drawn_on_several_threads_equals_the_serial_draw(monkeypatch, threads):
-    """fill_normal_ shares the rows over torch's threads on CPU; each row comes from its own generator,
-    so the buffer is bit-identical to drawing the rows one after another, whatever the thread count."""
+    """fill_normal_ shares the rows over as many threads as torch's intra-op count on CPU; each row comes
+    from its own generator, so the buffer is bit-identical to the serial draw, whatever the thread count."""
     from damp import seeding
     from damp.methods import noise
 

@@ -79,9 +79,9 @@ def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
 def fill_normal_(buffer: torch.Tensor, std: float, generators: list[torch.Generator]) -> None:
     """Row m of the (M, P) ``buffer`` <- one flat N(0, std^2) draw from ``generators[m]``.
 
-    On CPU, a buffer of :data:`PARALLEL_DRAW_MIN_ELEMENTS` or more has its rows drawn on torch's
-    intra-op threads at once: row m depends only on its own generator, so the values are the same as
-    one after another, bit for bit.
+    On CPU, a buffer of :data:`PARALLEL_DRAW_MIN_ELEMENTS` or more has its rows drawn on as many
+    threads as torch's intra-op count at once (a pool of its own beside OpenMP's): row m depends
+    only on its own generator, so the values are the same as one after another, bit for bit.
     """
     threads = min(torch.get_num_threads(), len(generators))
     if buffer.device.type != "cpu" or threads < 2 or buffer.numel() < PARALLEL_DRAW_MIN_ELEMENTS:
@@ -89,7 +89,10 @@ def fill_normal_(buffer: torch.Tensor, std: float, generators: list[torch.Genera
         return
     pool = _pool(threads - 1)  # the calling thread draws a share too
     shares = [pool.submit(_fill_rows, buffer[t::threads], std, generators[t::threads]) for t in range(1, threads)]
-    _fill_rows(buffer[0::threads], std, generators[0::threads])
+    try:
+        _fill_rows(buffer[0::threads], std, generators[0::threads])
+    finally:  # no share may still be writing into the buffer when this returns or raises
+        concurrent.futures.wait(shares)
     for share in shares:
         share.result()
 

@@ -13,10 +13,11 @@ whole batch of every device (docs/fidelity.md, "BatchNorm and sub-batches"). A s
   BatchNorm normalises each sub-batch, so it runs only without BatchNorm in train mode (where it
   computes the same as PerLayer) or when ghost BatchNorm is asked for.
 - :class:`PerLayerIfItFits`: "auto" on CPU without BatchNorm. The loop is right for any model; the
-  per-layer kernels are usually faster (docs/performance.md, "Executors without BatchNorm") but apply
-  only when every perturbed layer is called as ``layer(x)`` on a sub-batch-major input. On its first
-  step a dry forward of one sub-batch (eager, no gradient, the RNG state restored) checks that with
-  forward pre-hooks (:func:`owners_fit`); the plan becomes ``per_layer`` if it holds, else the loop.
+  per-layer kernels are usually faster (docs/performance.md, "Earlier runs (contiguous NCHW
+  batches)", paragraph "Executors without BatchNorm") but apply only when every perturbed layer is
+  called as ``layer(x)`` on a sub-batch-major input. On its first step a dry forward of one
+  sub-batch (eager, no gradient, the RNG state restored) checks that with forward pre-hooks
+  (:func:`owners_fit`); the plan becomes ``per_layer`` if it holds, else the loop.
 
 ::
 
