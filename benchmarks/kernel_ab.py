@@ -1,6 +1,6 @@
 """One change to the sub-batch kernels, before and after, in one round-robin on the layout the trainer feeds.
 
-    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv|noise_draw|sam_ascent
+    python benchmarks/kernel_ab.py --change layout|statistics|cpu_conv|noise_draw|sam_ascent|sam_grads
                                    [--models small_cnn,resnet8] [--methods damp,daap,sam,asam]
                                    [--rounds 9] [--threads 2] [--copies] [--out FILE.json]
 
@@ -27,6 +27,9 @@ stack, clone), forward and backward, by operator. The changes:
 - sam_ascent: SAM's and ASAM's per-sub-batch ascent point, from an (M, P) perturbation and its
   temporaries, then added to omega ("temporaries", the earlier code, kept here), or written straight
   into the descent buffers ("in_place"; methods/sam.py, ``subbatch_ascent_points_``).
+- sam_grads: where the split kernels put SAM's and ASAM's M per-copy ascent gradients of a weight: a
+  new (M, *shape) tensor every step ("fresh", the earlier code), or the weight's descent buffer,
+  which the ascent point then overwrites ("into_buffers"; ``Copies.grad_buffer``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import damp.methods.split_kernels as split_kernels
 import damp.methods.sync_batchnorm as sync_batchnorm
 from cpu_timing import parse_and_set_threads, ratio_line, timing_parser, write_figures
 from damp import methods, speed, timing
+from damp.methods.copies import Copies
 
 
 def _earlier_rule(x: torch.Tensor) -> bool:
@@ -99,6 +103,12 @@ def _ascent(function):
     return use
 
 
+def _ascent_gradients(into_buffers: bool):
+    def use() -> None:  # sam.py builds its ascent Copies by this name
+        sam.Copies = Copies if into_buffers else (lambda values, base=None, grad_buffer=None: Copies(values, base))
+    return use
+
+
 # change -> {version: install it}; the last version of each is the library's own, restored at the end
 # (noise_draw's "shared" shares every buffer; the library shares those of 2^22 elements and more).
 CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
@@ -108,7 +118,8 @@ CHANGES = {"layout": {"old": _channels_last_rule(_earlier_rule),
                         "layout": _few_channel_conv(layer_kernels.cpu_conv)},
            "noise_draw": {"serial": _draw_threshold(1 << 62), "shared": _draw_threshold(0)},
            "sam_ascent": {"temporaries": _ascent(_ascent_with_temporaries),
-                          "in_place": _ascent(sam.subbatch_ascent_points_)}}
+                          "in_place": _ascent(sam.subbatch_ascent_points_)},
+           "sam_grads": {"fresh": _ascent_gradients(False), "into_buffers": _ascent_gradients(True)}}
 
 
 def compare(model_name: str, versions: dict, rounds: int, names: tuple[str, ...] = ("damp", "daap", "sam", "asam")

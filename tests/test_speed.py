@@ -108,7 +108,8 @@ def test_the_bench_times_the_memory_layout_the_trainer_feeds(preset, tmp_path):
 @pytest.mark.parametrize("change, versions", [("layout", ("old", "new")), ("statistics", ("generic", "native")),
                                              ("cpu_conv", ("channels", "layout")),
                                              ("noise_draw", ("serial", "shared")),
-                                             ("sam_ascent", ("temporaries", "in_place"))])
+                                             ("sam_ascent", ("temporaries", "in_place")),
+                                             ("sam_grads", ("fresh", "into_buffers"))])
 def test_kernel_ab_times_both_versions(tmp_path, change, versions):
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, "benchmarks/kernel_ab.py", "--change", change, "--models", "small_cnn",
@@ -185,3 +186,17 @@ def test_kernel_ab_cpu_conv_versions_install_their_kernel(monkeypatch):
     for version, expected in (("channels", fused_conv), ("layout", cpu_conv)):  # the library's own last
         kernel_ab.CHANGES["cpu_conv"][version]()
         assert kernel_for(conv, "cpu") is expected
+
+
+def test_kernel_ab_sam_grads_versions_drop_or_keep_the_gradient_buffer(monkeypatch):
+    from damp.methods import sam
+    from damp.methods.copies import Copies
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import kernel_ab
+
+    values, buffer = torch.zeros(2, 3), torch.zeros(2, 3)
+    kernel_ab.CHANGES["sam_grads"]["fresh"]()
+    assert sam.Copies(values, grad_buffer=buffer).grad_buffer is None
+    kernel_ab.CHANGES["sam_grads"]["into_buffers"]()  # the library's own, restored
+    assert sam.Copies is Copies and sam.Copies(values, grad_buffer=buffer).grad_buffer is buffer

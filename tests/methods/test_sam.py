@@ -57,22 +57,54 @@ def test_ascent_perturbation_norm_is_rho():
     assert torch.cat([e.flatten() for e in eps]).norm().item() == pytest.approx(0.7, rel=1e-5)
 
 
+@pytest.mark.parametrize("gradients_in_out", [False, True])
 @pytest.mark.parametrize("adaptive", [False, True])
-def test_subbatch_ascent_points_are_omega_plus_each_subbatchs_own_ascent(adaptive):
-    """Written in place into the descent buffers, row m is omega plus sub-batch m's own ascent (SAM and ASAM)."""
+def test_subbatch_ascent_points_are_omega_plus_each_subbatchs_own_ascent(adaptive, gradients_in_out):
+    """Written in place into the descent buffers, row m is omega plus sub-batch m's own ascent (SAM and ASAM),
+    also when the gradients are the buffers themselves (as the split kernels leave them)."""
     torch.manual_seed(0)
     params = [torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
     grads = [torch.randn(5, *p.shape, dtype=torch.float64) for p in params]  # M = 5
     scales = [params[0].abs() + 0.1, None] if adaptive else None
-    out = [torch.full_like(g, float("nan")) for g in grads]
     before = [g.clone() for g in grads]
+    out = grads if gradients_in_out else [torch.full_like(g, float("nan")) for g in grads]
     subbatch_ascent_points_(out, params, grads, 0.4, scales)
     t = [torch.ones_like(p) if ti is None else ti for ti, p in zip(scales or [None, None], params)]
     for m in range(5):  # the closed form eps_m = rho T^2 g_m / ||T g_m||, in float64 throughout
-        norm = torch.sqrt(sum(((ti * g[m]) ** 2).sum() for ti, g in zip(t, grads)))
-        for buffer, p, ti, g in zip(out, params, t, grads):
+        norm = torch.sqrt(sum(((ti * g[m]) ** 2).sum() for ti, g in zip(t, before)))
+        for buffer, p, ti, g in zip(out, params, t, before):
             torch.testing.assert_close(buffer[m], p + 0.4 * ti**2 * g[m] / norm, rtol=1e-10, atol=1e-12)
-    assert all(torch.equal(g, b) for g, b in zip(grads, before))  # the gradients are read, not overwritten
+    if not gradients_in_out:  # the gradients are read, not overwritten
+        assert all(torch.equal(g, b) for g, b in zip(grads, before))
+
+
+@pytest.mark.parametrize("layer", ["conv", "linear"])
+def test_split_kernels_write_per_copy_gradients_into_the_given_buffer(layer):
+    """SAM's ascent gradient of a split layer's weight is its Copies.grad_buffer (no per-step allocation),
+    with the values of a freshly allocated one; a buffer of another dtype is not used."""
+    from damp.methods.copies import Copies
+    from damp.methods.split_kernels import split_conv, split_linear
+
+    torch.manual_seed(0)
+    module = nn.Conv2d(3, 4, 3, padding=1) if layer == "conv" else nn.Linear(5, 4)
+    kernel = split_conv if layer == "conv" else split_linear
+    x = torch.randn(6, 3, 7, 7) if layer == "conv" else torch.randn(6, 5)
+    m = 3
+
+    def ascent_grad(buffer):
+        leaf = module.weight.detach().expand(m, *module.weight.shape).requires_grad_()
+        out = kernel(module, {"weight": Copies(leaf, grad_buffer=buffer)}, m, None, x)
+        return torch.autograd.grad(out.square().sum(), leaf)[0]
+
+    fresh = ascent_grad(None)
+    buffer = torch.full((m, *module.weight.shape), float("nan"))
+    written = ascent_grad(buffer)
+    assert written.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(written, fresh)
+    other = torch.zeros(m, *module.weight.shape, dtype=torch.float64)
+    kept = ascent_grad(other)
+    assert kept.data_ptr() != other.data_ptr() and not other.any()
+    torch.testing.assert_close(kept, fresh)
 
 
 def test_m_sharpness_uses_one_ascent_per_subbatch(batch):

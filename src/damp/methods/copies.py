@@ -18,11 +18,14 @@ class Copies(NamedTuple):
     With ``base`` (the parameter), ``values`` carry no gradient and ``base.grad`` receives the sum
     over k of the gradients *at* ``values[k]``: the Jacobian of a copy with respect to ``base`` is
     the identity, so there is no chain-rule xi factor (paper Algorithm 1, line 9). Without ``base``
-    the gradient goes to ``values`` itself, one per sub-batch (SAM's ascent pass).
+    the gradient goes to ``values`` itself, one per sub-batch (SAM's ascent pass), written into
+    ``grad_buffer`` where one is given and a kernel can (the split kernels' weights; others allocate):
+    a caller that reuses its buffer then allocates no (M, *shape) gradient per step.
     """
 
     values: torch.Tensor
     base: torch.Tensor | None = None
+    grad_buffer: torch.Tensor | None = None
 
 
 def materialize(copies: Copies) -> torch.Tensor:

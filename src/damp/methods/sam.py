@@ -77,7 +77,7 @@ def subbatch_ascent_points_(out: list[torch.Tensor], params: list[torch.Tensor],
     Args:
         out: per tensor, an (M, *shape) buffer, overwritten.
         params: per tensor, omega (*shape).
-        grads: per tensor, the M sub-batch gradients (M, *shape).
+        grads: per tensor, the M sub-batch gradients (M, *shape); may be ``out`` itself.
         rho, scales: as for :func:`ascent_perturbation`.
 
     No (M, P) temporary is made: the norms are read from the gradients (or from T g, written into
@@ -145,7 +145,10 @@ class SAM(Method):
             return self._loop_backward(model, chunks, loss_fn, params, scales, scaler, autocast_dtype)
         clean, perturbed = self._copy_tensors(params, m_local)
         # Ascent pass: one gradient per sub-batch, with respect to its own copy of the clean weights.
-        with executor.running([Copies(c) for c in clean]), grad_sync(model, enabled=False):
+        # The split kernels write a weight's M gradients into its descent buffer, which the ascent
+        # point then overwrites in place: no (M, P) gradient is allocated per step.
+        with executor.running([Copies(c, grad_buffer=b) for c, b in zip(clean, perturbed)]), \
+                grad_sync(model, enabled=False):
             loss = forward_loss(model, inputs, targets, loss_fn, autocast_dtype)
             scaled_loss = scaler.scale(loss) if scaler is not None else loss
             grads = torch.autograd.grad(scaled_loss, clean, allow_unused=True)

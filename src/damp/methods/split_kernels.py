@@ -60,7 +60,10 @@ class WeightGrads:
 
     def __init__(self, ctx, shape: torch.Size, device: torch.device) -> None:
         self.need_values, self.need_base = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        self.per_copy = torch.empty(ctx.m, *shape, dtype=ctx.param_dtype, device=device) \
+        into = getattr(ctx, "grad_buffer", None)  # Copies.grad_buffer: written into, not allocated
+        fits = into is not None and into.shape == (ctx.m, *shape) and into.dtype == ctx.param_dtype \
+            and into.device == device
+        self.per_copy = (into if fits else torch.empty(ctx.m, *shape, dtype=ctx.param_dtype, device=device)) \
             if self.need_values else None
         self.total, self.base_dtype = None, ctx.base_dtype
 
@@ -79,7 +82,7 @@ class WeightGrads:
 
 def bias_grads(ctx, grad: torch.Tensor, m: int, channel_dim: int) -> tuple:
     """Gradients of the shared bias, the bias copies and their base, from the output gradient."""
-    need_shared, need_values, need_base = ctx.needs_input_grad[3:6]
+    need_shared, need_values, need_base = ctx.needs_input_grad[4:7]  # bias, b_values, b_base
     if not (need_shared or need_values or need_base):
         return None, None, None
     moved = grad.movedim(channel_dim, -1)
@@ -89,7 +92,8 @@ def bias_grads(ctx, grad: torch.Tensor, m: int, channel_dim: int) -> tuple:
 
 
 def _split_forward(ctx, layer: Callable, x: torch.Tensor, w_values: torch.Tensor, w_base: torch.Tensor | None,
-                   bias: torch.Tensor | None, b_values: torch.Tensor | None) -> torch.Tensor:
+                   w_grad_buffer: torch.Tensor | None, bias: torch.Tensor | None, b_values: torch.Tensor | None
+                   ) -> torch.Tensor:
     """``layer(x_k, w_values[k], bias_k)`` for every sub-batch k, concatenated; saves what the backward needs.
 
     Copies that are one tensor expanded run as one whole-batch layer (``ctx.same``). Autocast is
@@ -108,6 +112,7 @@ def _split_forward(ctx, layer: Callable, x: torch.Tensor, w_values: torch.Tensor
     ctx.save_for_backward(xc, wc)
     ctx.m, ctx.x_dtype, ctx.param_dtype = m, x.dtype, w_values.dtype
     ctx.base_dtype = None if w_base is None else w_base.dtype
+    ctx.grad_buffer = w_grad_buffer
     return out
 
 
@@ -118,9 +123,9 @@ class SplitConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w_values, w_base, bias, b_values, b_base, module):
+    def forward(ctx, x, w_values, w_base, w_grad_buffer, bias, b_values, b_base, module):
         ctx.module = module
-        return _split_forward(ctx, module._conv_forward, x, w_values, w_base, bias, b_values)
+        return _split_forward(ctx, module._conv_forward, x, w_values, w_base, w_grad_buffer, bias, b_values)
 
     @staticmethod
     def backward(ctx, grad):
@@ -148,15 +153,15 @@ class SplitConv(torch.autograd.Function):
             weights.set_total(conv_backward(grad, x, w[0], False, True)[1])
         shared, b_values_grad, b_base_grad = bias_grads(ctx, grad, m, 1)
         grad_x = grad_x.to(ctx.x_dtype) if need_x else None
-        return grad_x, weights.per_copy, weights.total, shared, b_values_grad, b_base_grad, None
+        return grad_x, weights.per_copy, weights.total, None, shared, b_values_grad, b_base_grad, None
 
 
 class SplitLinear(torch.autograd.Function):
     """Linear map of sub-batch k at weight ``w_values[k]`` (bias shared or ``b_values[k]``); see SplitConv."""
 
     @staticmethod
-    def forward(ctx, x, w_values, w_base, bias, b_values, b_base):
-        return _split_forward(ctx, F.linear, x, w_values, w_base, bias, b_values)
+    def forward(ctx, x, w_values, w_base, w_grad_buffer, bias, b_values, b_base):
+        return _split_forward(ctx, F.linear, x, w_values, w_base, w_grad_buffer, bias, b_values)
 
     @staticmethod
     def backward(ctx, grad):
@@ -175,13 +180,13 @@ class SplitLinear(torch.autograd.Function):
             for k, (xk, gk) in enumerate(pairs):
                 weights.add(k, gk.reshape(-1, gk.shape[-1]).T @ xk.reshape(-1, xk.shape[-1]))
         shared, b_values_grad, b_base_grad = bias_grads(ctx, grad, m, grad.dim() - 1)
-        return grad_x, weights.per_copy, weights.total, shared, b_values_grad, b_base_grad
+        return grad_x, weights.per_copy, weights.total, None, shared, b_values_grad, b_base_grad
 
 
 def _split_args(module: nn.Module, copies: dict[str, Copies], m: int) -> tuple:
     weight = copies_of(module, copies, "weight", m)
     bias = copies.get("bias")
-    return (weight.values, weight.base, None if bias is not None else module.bias,
+    return (weight.values, weight.base, weight.grad_buffer, None if bias is not None else module.bias,
             None if bias is None else bias.values, None if bias is None else bias.base)
 
 
