@@ -6,11 +6,14 @@
 `damp bench` times ResNet18 first and the small models after it, in one process; `kernel_ab.py` and
 a training run time a small model in a process of its own. This script runs `damp bench`'s row for
 one model (SGD, DAMP and SAM with the executor "auto" picks, and the noise floor) in ``--processes``
-pairs of new processes, one after another: in each pair, one process times the model alone
-("fresh") and one times it after a round of the ``--after`` model's SGD and DAMP steps ("after"). If
-the two conditions differ by more than the processes of one condition differ among themselves,
-the process's history moves the bench's small-model ratios (docs/performance.md, "SAM's ascent
-gradients in the descent buffers, and what moves the small CNN's ratios").
+pairs of new processes, one after another, alternating which goes first in a pair: in each pair,
+one process times the model alone ("fresh") and one times it after one round of the ``--after``
+model's row with DAMP alone (SGD, DAMP and the noise-floor step; "after"), a partial imitation of
+the bench's history, which also runs the other methods and ResNet-8 first. Each process's row is
+printed and written; if the two conditions differ by more than the processes of one condition
+differ among themselves, the process's history moves the bench's small-model ratios
+(docs/performance.md, "SAM's ascent gradients in the descent buffers, and what moves the small
+CNN's ratios").
 """
 
 from __future__ import annotations
@@ -37,14 +40,15 @@ def one_process(model_name: str, rounds: int, after: str | None) -> dict:
                                variants={"damp": speed.build_variant("damp", "auto", 8)})
     variants = {name: speed.build_variant(name, "auto", 8) for name in ("damp", "sam")}
     row = speed.step_time_ratios(model_name, 128, cpu, repeats=rounds, variants=variants)
-    return {"sgd_ms": 1e3 * row["seconds_per_step"]["sgd"], "noise_floor": row["noise_floor"],
+    return {"after": after, "sgd_ms": 1e3 * row["seconds_per_step"]["sgd"],
+            "damp_ms": 1e3 * row["seconds_per_step"]["damp"], "noise_floor": row["noise_floor"],
             **{f"{name}_ratio": value for name, value in row["step_time_ratio"].items()}}
 
 
 def summary(rows: list[dict]) -> dict:
     """min, median and max of every figure over the processes of one condition."""
     return {key: {"min": min(r[key] for r in rows), "median": statistics.median(r[key] for r in rows),
-                  "max": max(r[key] for r in rows)} for key in rows[0]}
+                  "max": max(r[key] for r in rows)} for key in rows[0] if key != "after"}
 
 
 def main() -> int:

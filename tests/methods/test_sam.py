@@ -78,6 +78,32 @@ def test_subbatch_ascent_points_are_omega_plus_each_subbatchs_own_ascent(adaptiv
         assert all(torch.equal(g, b) for g, b in zip(grads, before))
 
 
+class LayerRunTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.hidden(torch.tanh(self.hidden(x)))))
+
+
+@pytest.mark.parametrize("executor", ["split", "fused"])
+@pytest.mark.parametrize("kind", ["sam", "asam"])
+def test_a_layer_run_twice_gets_both_calls_ascent_gradients(kind, executor):
+    """Both calls of a layer reused in one forward write its per-copy ascent gradient: the first one to run
+    its backward fills the gradient buffer, the other allocates, and autograd sums them as the loop does."""
+    grads = {}
+    for name in ("loop", executor):
+        torch.manual_seed(0)
+        model = LayerRunTwice().double()
+        x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 2, (6,))
+        methods.build(kind, rho=0.3, num_perturbations=2, executor=name).backward(model, x, y,
+                                                                                nn.functional.cross_entropy)
+        grads[name] = [p.grad for p in model.parameters()]
+    for a, b in zip(grads["loop"], grads[executor]):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("layer", ["conv", "linear"])
 def test_split_kernels_write_per_copy_gradients_into_the_given_buffer(layer):
     """SAM's ascent gradient of a split layer's weight is its Copies.grad_buffer (no per-step allocation),
@@ -101,10 +127,11 @@ def test_split_kernels_write_per_copy_gradients_into_the_given_buffer(layer):
     written = ascent_grad(buffer)
     assert written.data_ptr() == buffer.data_ptr()
     torch.testing.assert_close(written, fresh)
-    other = torch.zeros(m, *module.weight.shape, dtype=torch.float64)
-    kept = ascent_grad(other)
-    assert kept.data_ptr() != other.data_ptr() and not other.any()
-    torch.testing.assert_close(kept, fresh)
+    for other in (torch.zeros(m, *module.weight.shape, dtype=torch.float64),  # another dtype
+                  torch.zeros(*module.weight.shape, m).movedim(-1, 0)):  # not contiguous
+        kept = ascent_grad(other)
+        assert kept.data_ptr() != other.data_ptr() and not other.any()
+        torch.testing.assert_close(kept, fresh)
 
 
 def test_m_sharpness_uses_one_ascent_per_subbatch(batch):

@@ -19,8 +19,11 @@ class Copies(NamedTuple):
     over k of the gradients *at* ``values[k]``: the Jacobian of a copy with respect to ``base`` is
     the identity, so there is no chain-rule xi factor (paper Algorithm 1, line 9). Without ``base``
     the gradient goes to ``values`` itself, one per sub-batch (SAM's ascent pass), written into
-    ``grad_buffer`` where one is given and a kernel can (the split kernels' weights; others allocate):
-    a caller that reuses its buffer then allocates no (M, *shape) gradient per step.
+    ``grad_buffer`` where one is given and a kernel can (the split kernels' weights, into a contiguous
+    buffer of the gradient's shape and dtype; other kernels allocate): a caller that reuses its
+    buffer then allocates no (M, *shape) gradient per step. The gradient autograd returns is then the
+    buffer itself, overwritten by the backward; it serves a layer's first call in a pass only (the
+    executor drops it for later calls of the same layer).
     """
 
     values: torch.Tensor

@@ -62,7 +62,7 @@ class WeightGrads:
         self.need_values, self.need_base = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         into = getattr(ctx, "grad_buffer", None)  # Copies.grad_buffer: written into, not allocated
         fits = into is not None and into.shape == (ctx.m, *shape) and into.dtype == ctx.param_dtype \
-            and into.device == device
+            and into.device == device and into.is_contiguous()
         self.per_copy = (into if fits else torch.empty(ctx.m, *shape, dtype=ctx.param_dtype, device=device)) \
             if self.need_values else None
         self.total, self.base_dtype = None, ctx.base_dtype

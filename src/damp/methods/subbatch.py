@@ -200,6 +200,9 @@ class SubBatchExecutor:
         def forward(*args, **kwargs):
             if counted:
                 calls[module] += 1
+                if calls[module] == 2:  # a gradient buffer serves one call; two backwards would both write it
+                    slots.update({name: c._replace(grad_buffer=None) for name, c in slots.items()
+                                  if c.grad_buffer is not None})
             return kernel(module, slots, m, group, *args, **kwargs)
         return forward
 
