@@ -23,6 +23,7 @@ ascent gradient propagates into the second gradient, which GradScaler then skips
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -61,7 +62,10 @@ def ascent_perturbation(grads: list[torch.Tensor], rho: float,
     scaled = [g if t is None else g * t for g, t in zip(grads, scales)]
     device = grads[0].device
     norms = torch._foreach_norm(scaled)  # one fused call for every tensor's norm
-    norm = torch.linalg.vector_norm(torch.stack([n.float().to(device) for n in norms]))
+    # In float32 at least, as subbatch_ascent_points_ (float64 stays float64: the loop equals the
+    # per-layer executors in float64).
+    dtype = functools.reduce(torch.promote_types, [n.dtype for n in norms], torch.float32)
+    norm = torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
     factor = rho / (norm + NORM_EPS)
     weighted = [s if t is None else s * t for s, t in zip(scaled, scales)]
     if all(w.device == device and w.dtype == weighted[0].dtype for w in weighted):
