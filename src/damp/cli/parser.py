@@ -59,7 +59,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--methods", default="all",
                       help="comma-separated methods with a digits preset (configs/digits_small_cnn), or "
-                           "'all' (default): sgd,dropout,damp,daap,sam,asam")
+                           "'all' (default: the paper's six, sgd,dropout,damp,daap,sam,asam)")
     demo.add_argument("--epochs", type=_positive_int, default=20, help="training epochs per method (default: 20)")
     demo.add_argument("--seed", type=int, help="seed of weights, data order and noise (default: 2, a seed none of "
                       "the digits presets was tuned on)")
