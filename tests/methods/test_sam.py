@@ -104,6 +104,27 @@ def test_a_layer_run_twice_gets_both_calls_ascent_gradients(kind, executor):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["sam", "asam"])
+def test_gradient_buffers_change_no_value_of_a_step(kind, monkeypatch, batch):
+    """SAM's and ASAM's steps with the ascent gradients in the descent buffers equal, bit for bit, the
+    steps with a new gradient tensor (the ascent Copies built without buffers)."""
+    from damp.methods import sam
+    from damp.methods.copies import Copies
+
+    grads = {}
+    for into_buffers in (True, False):
+        if not into_buffers:
+            monkeypatch.setattr(sam, "Copies", lambda values, base=None, grad_buffer=None: Copies(values, base))
+        torch.manual_seed(0)
+        model = small_cnn()
+        method = methods.build(kind, rho=0.5, num_perturbations=2, executor="split")
+        for _ in range(2):  # the second step reuses the buffers the first one wrote
+            model.zero_grad()
+            method.backward(model, *batch, nn.functional.cross_entropy)
+        grads[into_buffers] = [p.grad.clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(grads[True], grads[False]))
+
+
 @pytest.mark.parametrize("layer", ["conv", "linear"])
 def test_split_kernels_write_per_copy_gradients_into_the_given_buffer(layer):
     """SAM's ascent gradient of a split layer's weight is its Copies.grad_buffer (no per-step allocation),
@@ -126,7 +147,7 @@ def test_split_kernels_write_per_copy_gradients_into_the_given_buffer(layer):
     buffer = torch.full((m, *module.weight.shape), float("nan"))
     written = ascent_grad(buffer)
     assert written.data_ptr() == buffer.data_ptr()
-    torch.testing.assert_close(written, fresh)
+    assert torch.equal(written, fresh)  # the same kernel's values, copied in place of allocated
     for other in (torch.zeros(m, *module.weight.shape, dtype=torch.float64),  # another dtype
                   torch.zeros(*module.weight.shape, m).movedim(-1, 0)):  # not contiguous
         kept = ascent_grad(other)
