@@ -4,7 +4,7 @@
 # then RESULTS.md (tables, figures, wall-clock, one paragraph per paper claim) by `damp report --claims`.
 #
 #   bash benchmarks/suite.sh SUITE [--out DIR] [--results DIR] [--frost-dir DIR] [--data-root DIR]
-#                                  [--budget-minutes N] [--set KEY=VALUE ...] [PART ...]
+#                                  [--budget-minutes N] [--bench JSON ...] [--set KEY=VALUE ...] [PART ...]
 #
 # SUITE: fashion_mnist   small CNN trained 5 epochs (under-fitted), the protocol of docs/evidence.md (tuning seed 0,
 #                        fresh seeds 1-5, paired statistics); configs/fashion_mnist_small_cnn say what is trained.
@@ -26,6 +26,8 @@
 # Every part is a resumable `damp sweep`: run the same command again after a kill and it continues where it
 # stopped. Frost needs its textures (--frost-dir, or the imagecorruptions package). --set overrides every
 # run's config (e.g. a smoke test: --set trainer.max_steps=2).
+# --bench JSON (repeatable): `damp bench --out` files whose row for the suite's model the report part sets beside
+#                        the wall-clock (default for the Fashion-MNIST suites: the latest committed quiet runs, below).
 set -euo pipefail
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; }  # the comment block above
 
@@ -47,6 +49,7 @@ DATA_ROOT=""
 BUDGET=""
 PARTS=()
 EXTRA=()
+BENCH=()
 while [[ $# -gt 0 ]]; do
   if [[ $1 == --* && $1 != --help && $# -lt 2 ]]; then echo "suite.sh: $1 needs a value" >&2; exit 2; fi
   case "$1" in
@@ -56,6 +59,7 @@ while [[ $# -gt 0 ]]; do
     --data-root) DATA_ROOT="$2"; shift 2 ;;
     --budget-minutes) BUDGET="$2"; shift 2 ;;
     --set) EXTRA+=(--set "$2"); shift 2 ;;
+    --bench) BENCH+=(--bench "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "suite.sh: unknown option $1" >&2; exit 2 ;;
     *) PARTS+=("$1"); shift ;;
@@ -114,6 +118,10 @@ fi
 if [[ $SUITE == fashion_mnist* ]]; then  # docs/evidence.md: the same protocol for both Fashion-MNIST suites
   SWEEP=(--seeds 1 --fresh-seeds 5 --extend-edges 2 --tune-set eval.corruptions=none
          --tune-set eval.holdout_corruptions=all)
+  # The latest `damp bench --quick` runs on a quiet machine, on the kernels the last arms trained with
+  # (docs/performance.md, "SAM's ascent gradients in the descent buffers"); both suites' models are among its rows.
+  [[ ${#BENCH[@]} -gt 0 ]] || BENCH=(--bench benchmarks/results/cpu_bench_quick_sam_grads.json
+                                     --bench benchmarks/results/cpu_bench_quick_sam_grads_repeat.json)
 else
   CONFIGS=configs/cifar10_resnet18
   TITLE="CIFAR-10 suite: ResNet18 (paper setup), every method tuned on a 10 % hold-out split, 3 seeds"
@@ -140,7 +148,7 @@ for part in "${PARTS[@]}"; do
       arms=()  # every arm of the suite, started or not: RESULTS.md names those not finished
       for arm in "${ALL[@]}"; do [[ $arm == report ]] || arms+=("$OUT/$arm"); done
       "$DAMP" report "${arms[@]}" --out "$RESULTS" --claims --skip-unfinished --title "$TITLE" "${regimes[@]}" \
-        --command "bash benchmarks/suite.sh $SUITE${FROST_DIR:+ --frost-dir DIR}${DATA_ROOT:+ --data-root DIR}" ;;
+        "${BENCH[@]}" --command "bash benchmarks/suite.sh $SUITE${FROST_DIR:+ --frost-dir DIR}${DATA_ROOT:+ --data-root DIR}" ;;
     sgd|dropout|damp|daap|sam|asam|sgd_zoom_blur|sgd_gaussian_noise|rwp|mrwp|augmix|damp_augmix)
       echo "== $part" >&2
       grid=()

@@ -40,7 +40,7 @@ def _sweep(root: Path, method: str, key: str | None, points: dict, clean, corrup
             m = {"name": method.split("_")[0], "num_perturbations": 8}
             if key:
                 m[key.split(".")[-1]] = value
-            data = {"name": "fashion_mnist", "train_corruption": single, "holdout": 0.1}
+            data = {"name": "fashion_mnist", "train_corruption": single, "holdout": 0.1, "batch_size": 128}
             _run(out / name, {"data": data, "model": {"name": "small_cnn", "width": 16,
                               "dropout": 0.1 if method == "dropout" else 0.0},
                               "method": m, "trainer": {"epochs": 5}, "seed": seed},
@@ -190,3 +190,43 @@ def test_a_selection_still_at_the_grid_edge_is_flagged_in_the_tuning_table(tmp_p
     tuning = (out / "RESULTS.md").read_text().split("## Tuning on the hold-out split")[1].split("\n## ")[0]
     assert "| damp | method.std=0.1 | 3 |" in tuning and "| yes, still at the grid's edge |" in tuning
     assert "| daap | method.std=0.01 | 3 |" in tuning and tuning.count("still at the grid's edge") == 1
+
+
+def _bench(path: Path, rows: dict[str, tuple[dict, int, dict[str, float]]]) -> str:
+    """A `damp bench --out` file: {row name: (model kwargs, batch, {method: ratio to SGD})}."""
+    models = {name: {"model": name.split("@")[0], "model_kwargs": kwargs, "batch": batch, "num_perturbations": 8,
+                     "noise_floor": 1.05, "step_time_ratio": ratios} for name, (kwargs, batch, ratios) in rows.items()}
+    path.write_text(json.dumps({"device": "cpu", "models": models}))
+    return str(path)
+
+
+def test_bench_ratios_of_the_suites_model_sit_beside_the_wall_clock(tmp_path, capsys):
+    suite = _suite(tmp_path / "suite", 25.0)  # small_cnn width 16, batch 128, M = 8
+    ratios = {"damp": 1.31, "daap": 1.3, "sam": 2.5, "asam": 2.6}
+    first = _bench(tmp_path / "a.json", {"small_cnn@32": ({"width": 32}, 128, {"damp": 9.0}),
+                                         "small_cnn": ({"width": 16}, 128, ratios),
+                                         "resnet8": ({"width": 16}, 128, {"damp": 9.0})})
+    second = _bench(tmp_path / "b.json", {"small_cnn": ({"width": 16}, 128, {**ratios, "damp": 1.27})})
+    other_batch = _bench(tmp_path / "c.json", {"small_cnn": ({"width": 16}, 64, {"damp": 9.0})})
+    out = tmp_path / "results"
+    assert main(["report", *suite, "--out", str(out), "--claims", "--bench", first, "--bench", second,
+                 "--bench", other_batch]) == 0
+    text = (out / "RESULTS.md").read_text()
+    wall_clock = text.split("## Wall-clock per method")[1].split("\n## ")[0]
+    assert f"| {first} | 1.05 | 1.31 | 1.30 | 2.50 | 2.60 |" in wall_clock
+    assert f"| {second} | 1.05 | 1.27 | 1.30 | 2.50 | 2.60 |" in wall_clock
+    assert "9.00" not in wall_clock and f"{other_batch} has no row for small_cnn" in wall_clock
+    cost = _section(text, "DAMP vs SAM/ASAM per unit of training time (claims 4, 5)")
+    assert "In isolation (`damp bench`, 2 runs" in cost and "DAMP/SGD 1.27-1.31, SAM/SGD 2.50, ASAM/SGD 2.60." in cost
+    assert f"--bench {first} --bench {second}" in text  # the command that regenerates it names the files
+    assert main(["report", *suite, "--out", str(tmp_path / "none"), "--claims"]) == 0
+    plain = (tmp_path / "none" / "RESULTS.md").read_text()
+    assert "In isolation" not in plain and "`damp bench` file" not in plain
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["report", *suite, "--out", str(tmp_path / "x"), "--claims", "--bench", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"--bench {broken}: not a `damp bench` JSON" in err and not (tmp_path / "x" / "RESULTS.md").exists()
+    assert main(["report", *suite, "--out", str(tmp_path / "y"), "--bench", first]) == 2
+    assert "--bench needs --claims" in capsys.readouterr().err

@@ -79,6 +79,8 @@ def test_converged_suite_needs_an_accepted_pilot_then_reports_fresh_seeds(tmp_pa
     verdicts = text.split("## Verdicts of the protocol (docs/evidence.md)")[1]
     assert "### DAMP vs sgd (claim 1)" in verdicts and "### DAMP at SGD's cost (claims 4, 5)" in verdicts
     assert (results / "runs.csv").read_text().count("\n") == 1 + 10  # header, 5 SGD and 5 DAMP seeds
+    # The default `damp bench` files are read; they time resnet8 at width 32, not this smoke test's width 4.
+    assert "benchmarks/results/cpu_bench_quick_sam_grads.json has no row for resnet8" in text
 
 
 def test_suite_refuses_a_budget_that_is_not_whole_minutes():

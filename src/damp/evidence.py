@@ -15,6 +15,7 @@ from pathlib import Path
 from damp import methods
 from damp.checkpoint import write_text
 from damp.evidence_figures import plot_learning_curves, plot_pareto
+from damp.isolated_cost import BenchRow, bench_table, isolated_sentence, read_bench_rows
 from damp.mean_claims import claim_sections, corruption_mean, mean_std
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.regimes import other_regimes, regimes_section
@@ -64,15 +65,19 @@ def tuning_table(sweeps: dict[str, dict]) -> str:
 
 def write_results(paths: list[str | Path], out: str | Path, *, title: str, command: str,
                   regime: str | None = None, others: dict[str, str | Path] | None = None,
-                  skip_unfinished: bool = False) -> Path:
+                  skip_unfinished: bool = False, bench: list[str | Path] | None = None) -> Path:
     """Write ``out/RESULTS.md`` and its figures from sweep and run directories; returns its path.
 
     With ``regime`` (this suite's name) and ``others`` ({name: directory of another suite's sweeps}),
     a suite that follows the protocol also gets "The two regimes" (:mod:`damp.regimes`). With
-    ``skip_unfinished``, sweeps still running are left out and named at the top.
+    ``skip_unfinished``, sweeps still running are left out and named at the top. ``bench``: `damp
+    bench` JSON files whose row for the suite's model is set beside the wall-clock
+    (:mod:`damp.isolated_cost`).
     """
     inputs = load_inputs(paths, skip_unfinished=skip_unfinished)
     inputs.selected.sort(key=_arm_order)
+    bench_rows, bench_missing = read_bench_rows(list(bench or []), inputs.selected)
+    isolated = isolated_sentence(bench_rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     groups = group(inputs.selected)
@@ -89,22 +94,24 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
     plot_severity_curves(groups, out / "severity_curves.png")
     lines += ["![error vs severity](severity_curves.png)", ""]
     write_runs_csv(arms, out / "runs.csv")
-    lines += _paired_sections(arms, inputs, protocol, regime, others)
+    lines += _paired_sections(arms, inputs, protocol, regime, others, isolated)
     lines += _ratio_figures(inputs, arms, out, protocol)
     timing, ratios = timing_table(arms)
     lines += ["## Wall-clock per method", "", "Training loop only (evaluation excluded), runs one after another "
-              "on the machine the suite ran on. Other work may have shared that machine; `damp bench` measures "
-              "step-time ratios in isolation.", "", timing, ""]
+              "on the machine the suite ran on. Other work may have shared that machine, and arms that ran on "
+              "different days or code versions compare only loosely; `damp bench` measures step-time ratios in "
+              "isolation.", "", timing, ""]
+    lines += _isolated_section(bench_rows, bench_missing)
     lines += _tuning_sections(inputs, arms, out)
     lines += ["## The paper's claims at this scale", ""] + claim_sections(groups, arms, ratios, inputs.tuning,
-                                                                        dataset, protocol)
+                                                                        dataset, protocol, isolated)
     path = out / "RESULTS.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
 
 
 def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: bool, regime: str | None,
-                     others: dict[str, str | Path] | None) -> list[str]:
+                     others: dict[str, str | Path] | None, isolated: str = "") -> list[str]:
     """The paired differences to SGD; under the protocol, its verdicts and "The two regimes"."""
     if "sgd" not in arms or len(arms["sgd"]) < 2:
         return []
@@ -118,7 +125,7 @@ def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: 
         lines += ["## Paired differences to DAMP", "", "Arm − DAMP, paired and tested as above: the baselines "
                   "and the methods beyond the paper against DAMP itself.", "", table, ""]
     if protocol:
-        lines += protocol_section(arms, inputs.tuning, arm)
+        lines += protocol_section(arms, inputs.tuning, arm, isolated)
         if regime and others:
             lines += regimes_section([(regime, arms, inputs.tuning), *other_regimes(others)], arm)
     return lines
@@ -141,6 +148,18 @@ def _ratio_figures(inputs: SuiteInputs, arms: dict[str, list[Run]], out: Path, p
             "DAMP vs DAAP over their σ grids (paper Fig. 7; error bars only for points run with several seeds):"
         lines += [caption, "", "![DAMP vs DAAP](damp_vs_daap.png)", ""]
     return lines
+
+
+def _isolated_section(rows: list[BenchRow], missing: list[str]) -> list[str]:
+    """The suite model's step-time ratios from `damp bench` files, measured in isolation."""
+    if not rows and not missing:
+        return []
+    lines = ["Step time against SGD in isolation: `damp bench` on this suite's model, batch and M (each file is "
+             "one run of it, every method timed round-robin on an otherwise idle machine; docs/performance.md). "
+             "The noise floor is SGD's step plus drawing DAMP's noise, over SGD's step.", ""]
+    if rows:
+        lines += [bench_table(rows), ""]
+    return lines + [*missing, ""] if missing else lines
 
 
 def _tuning_sections(inputs: SuiteInputs, arms: dict[str, list[Run]], out: Path) -> list[str]:

@@ -82,8 +82,11 @@ def claim_additive(arms: dict[str, list[Run]], grid: list[Run]) -> str:
             "and at the best grid point of each; partly when at one of the two.")
 
 
-def claim_cost(arms: dict[str, list[Run]], ratios: dict[str, float]) -> str:
-    """Claims 4 and 5: DAMP beats SAM on corrupted data at about half the cost; ASAM is strong at 2x cost."""
+def claim_cost(arms: dict[str, list[Run]], ratios: dict[str, float], isolated: str = "") -> str:
+    """Claims 4 and 5: DAMP beats SAM on corrupted data at about half the cost; ASAM is strong at 2x cost.
+
+    ``isolated``: a sentence with `damp bench`'s ratios, set beside the wall-clock the rule reads.
+    """
     rows = ["| method | mean corruption error % | clean error % | time / SGD | reduction vs SGD (points) "
             "| reduction per SGD-time |", "|---|---|---|---|---|---|"]
     sgd = _stats([corruption_mean(r) for r in arms["sgd"]])[0]
@@ -111,7 +114,7 @@ def claim_cost(arms: dict[str, list[Run]], ratios: dict[str, float]) -> str:
                f"{'lower' if asam < damp else 'not lower'} than DAMP's (the paper finds ASAM strongest on CIFAR at "
                "twice the cost). ")
             + "Times are wall-clock on the machine the suite ran on (the table above); `damp bench` measures "
-            "step-time ratios in isolation.")
+            "step-time ratios in isolation." + (f" {isolated}" if isolated else ""))
     return f"**{verdict.capitalize()}.** {text}\n\n" + "\n".join(rows)
 
 
@@ -142,9 +145,10 @@ def claim_breadth(groups: dict[str, list[Run]], arms: dict[str, list[Run]], data
 
 
 def claim_sections(groups: dict[str, list[Run]], arms: dict[str, list[Run]], ratios: dict[str, float],
-                   tuning: list[Run], dataset: str | None, protocol: bool = False) -> list[str]:
+                   tuning: list[Run], dataset: str | None, protocol: bool = False, isolated: str = "") -> list[str]:
     """One section per paper claim by the mean-based rules; under the protocol, only the claims its
-    verdicts do not cover (claims 1 and 3 are judged there, with paired statistics)."""
+    verdicts do not cover (claims 1 and 3 are judged there, with paired statistics). ``isolated``: a
+    sentence with `damp bench`'s ratios, for the cost claim."""
     claims = [  # (heading, the arms it needs, the paragraph)
         ("DAMP vs SGD per severity (claim 1)", ("sgd", "damp"), lambda: claim_severity(arms, "sgd")),
         ("DAMP vs Dropout per severity (claim 1)", ("dropout", "damp"), lambda: claim_severity(arms, "dropout")),
@@ -154,7 +158,7 @@ def claim_sections(groups: dict[str, list[Run]], arms: dict[str, list[Run]], rat
         ("DAMP vs DAAP (claim 3)", ("sgd", "damp", "daap"),
          lambda: claim_additive(arms, [*tuning, *arms["damp"], *arms["daap"]])),
         ("DAMP vs SAM/ASAM per unit of training time (claims 4, 5)", ("sgd", "damp", "sam"),
-         lambda: claim_cost(arms, ratios)),
+         lambda: claim_cost(arms, ratios, isolated)),
     ]
     sections = []
     if protocol:

@@ -107,8 +107,10 @@ def uninformative_corruptions(sgd: list[Run]) -> tuple[dict[str, float], list[st
     return rises, [n for n, rise in rises.items() if rise < INFORMATIVE_RISE]
 
 
-def protocol_claims(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> list[tuple[str, str, str]]:
-    """(heading, verdict, paragraph) of every protocol verdict whose arms are present."""
+def protocol_claims(arms: dict[str, list[Run]], tuning: list[Run], arm_of, isolated: str = ""
+                    ) -> list[tuple[str, str, str]]:
+    """(heading, verdict, paragraph) of every protocol verdict whose arms are present; ``isolated``: a
+    sentence with `damp bench`'s ratios, set beside the cost verdict (the rule reads the wall-clock)."""
     claims: list[tuple[str, str, str]] = []
     for other in ("sgd", "dropout"):
         if "damp" in arms and other in arms:
@@ -125,7 +127,7 @@ def protocol_claims(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> li
         cost_verdict, cost_text = claim_cost(ratio)
         if cost_verdict == "not reproduced":  # docs/evidence.md: no robustness verdict hides a failed cost claim
             claims = [(heading, verdict, f"{text} {_cost_caveat(ratio)}") for heading, verdict, text in claims]
-        claims.append(("DAMP at SGD's cost (claims 4, 5)", cost_verdict, cost_text))
+        claims.append(("DAMP at SGD's cost (claims 4, 5)", cost_verdict, f"{cost_text} {isolated}".strip()))
     return claims
 
 
@@ -135,7 +137,7 @@ def _cost_caveat(ratio: float) -> str:
             "claim is not reproduced here (claims 4, 5 below).")
 
 
-def protocol_section(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> list[str]:
+def protocol_section(arms: dict[str, list[Run]], tuning: list[Run], arm_of, isolated: str = "") -> list[str]:
     """RESULTS.md lines: the corruption check, then every verdict of docs/evidence.md."""
     rises, flat = uninformative_corruptions(arms["sgd"])
     lines = ["## Verdicts of the protocol (docs/evidence.md)", "",
@@ -143,6 +145,6 @@ def protocol_section(arms: dict[str, list[Run]], tuning: list[Run], arm_of) -> l
              + ", ".join(f"{n} {v:+.1f}" for n, v in rises.items()) + ".",
              ("Uninformative here (less than " + f"{INFORMATIVE_RISE:g} pt): " + ", ".join(flat) + ".") if flat
              else f"Every corruption raises SGD's error by at least {INFORMATIVE_RISE:g} pt.", ""]
-    for heading, verdict, text in protocol_claims(arms, tuning, arm_of):
+    for heading, verdict, text in protocol_claims(arms, tuning, arm_of, isolated):
         lines += [f"### {heading}", "", f"**{verdict.capitalize()}.** {text}", ""]
     return lines

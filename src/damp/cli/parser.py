@@ -178,6 +178,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--skip-unfinished", action="store_true",
                      help="leave out sweep directories that have not finished (no summary.json) or do not exist yet, "
                           "instead of stopping; RESULTS.md (--claims) or stderr names them")
+    rep.add_argument("--bench", action="append", default=[], metavar="JSON",
+                     help="with --claims: a `damp bench --out` file whose row for the runs' model, batch and M "
+                          "RESULTS.md sets beside the wall-clock, as step-time ratios measured in isolation "
+                          "(repeat for several runs of the bench)")
     rep.set_defaults(func=cmd_report)
 
 

@@ -132,6 +132,7 @@ def _report_command(args: argparse.Namespace) -> str:
     words += ["--title", args.title] if args.title else []
     words += ["--regime", args.regime, "--other-regime", args.other_regime] if args.regime else []
     words += ["--skip-unfinished"] if args.skip_unfinished else []
+    words += [w for path in args.bench for w in ("--bench", path)]
     return shlex.join(words)
 
 
@@ -140,12 +141,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from damp.report_markdown import write_report
 
     others = _other_regimes(args)
+    if args.bench and not args.claims:
+        raise ValueError("--bench needs --claims (it sets `damp bench`'s ratios beside RESULTS.md's wall-clock)")
     if args.claims:
         from damp.evidence import write_results
 
         path = write_results(args.runs, args.out, title=args.title or "damp results",
                              command=args.regenerate_command or _report_command(args),
-                             regime=args.regime, others=others, skip_unfinished=args.skip_unfinished)
+                             regime=args.regime, others=others, skip_unfinished=args.skip_unfinished,
+                             bench=args.bench)
         print(f"wrote {path}")
         return 0
     from damp.suite_inputs import load_inputs
