@@ -15,7 +15,7 @@ from pathlib import Path
 from damp import methods
 from damp.checkpoint import write_text
 from damp.evidence_figures import plot_learning_curves, plot_pareto
-from damp.isolated_cost import BenchRow, bench_table, isolated_sentence, read_bench_rows
+from damp.isolated_cost import BenchRow, bench_table, isolated_sentence, ordering_note, read_bench_rows
 from damp.mean_claims import claim_sections, corruption_mean, mean_std
 from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.regimes import other_regimes, regimes_section
@@ -103,8 +103,9 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
               "isolation.", "", timing, ""]
     lines += _isolated_section(bench_rows, bench_missing)
     lines += _tuning_sections(inputs, arms, out)
+    cost_context = " ".join(t for t in (isolated, ordering_note(bench_rows, ratios)) if t)
     lines += ["## The paper's claims at this scale", ""] + claim_sections(groups, arms, ratios, inputs.tuning,
-                                                                        dataset, protocol, isolated)
+                                                                        dataset, protocol, cost_context)
     path = out / "RESULTS.md"
     write_text(path, "\n".join(lines) + "\n")
     return path

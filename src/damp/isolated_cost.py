@@ -85,3 +85,17 @@ def isolated_sentence(rows: list[BenchRow], names: tuple[str, ...] = ("damp", "s
         return ""
     return (f"In isolation (`damp bench`, {len(rows)} run{'s' if len(rows) > 1 else ''}, the table under "
             f"\"Wall-clock per method\"): {', '.join(parts)}.")
+
+
+def ordering_note(rows: list[BenchRow], wall_clock: dict[str, float], first: str = "damp", second: str = "sam") -> str:
+    """A sentence when the isolated ratios order two methods' costs the other way round from the
+    wall-clock ({arm: time / SGD}); '' when they agree, or when either source cannot order them."""
+    a, b = ([row.ratios[m] for row in rows if m in row.ratios] for m in (first, second))
+    if not a or not b or first not in wall_clock or second not in wall_clock:
+        return ""
+    cheaper = first if max(a) < min(b) else second if max(b) < min(a) else None
+    if cheaper is None or (wall_clock[first] < wall_clock[second]) == (cheaper == first):
+        return ""
+    return (f"The isolated ratios order {first.upper()} and {second.upper()} the other way round "
+            f"({cheaper.upper()} the cheaper in every `damp bench` run): the wall-clock ordering comes from when, "
+            "beside what and with which code each arm trained (docs/evidence.md).")
