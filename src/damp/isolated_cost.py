@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from damp import methods
+from damp.speed import HYPERPARAMETERS
 from damp.suite_inputs import Run
 
-# The methods damp bench times against SGD, in the order RESULTS.md lists them.
-BENCH_METHODS = ("damp", "daap", "sam", "asam")
+# The methods `damp bench` times against SGD with the executor "auto" picks (its ghost loop aside).
+BENCH_METHODS = tuple(HYPERPARAMETERS)
 
 
 @dataclass(frozen=True)
