@@ -202,6 +202,12 @@ def _bench(path: Path, rows: dict[str, tuple[dict, int, dict[str, float]]]) -> s
 
 def test_bench_ratios_of_the_suites_model_sit_beside_the_wall_clock(tmp_path, capsys):
     suite = _suite(tmp_path / "suite", 25.0)  # small_cnn width 16, batch 128, M = 8
+    rwp = _sweep(tmp_path / "suite", "rwp", "method.std", {0.01: 3}, 10.0, 29.0, 120.0)
+    for cfg_file in rwp.glob("*/config.yaml"):  # an arm the bench does not time, with another M
+        cfg = yaml.safe_load(cfg_file.read_text())
+        cfg["method"]["num_perturbations"] = 1
+        cfg_file.write_text(yaml.safe_dump(cfg))
+    suite.append(str(rwp))
     ratios = {"damp": 1.31, "daap": 1.3, "sam": 2.5, "asam": 2.6}
     first = _bench(tmp_path / "a.json", {"small_cnn@32": ({"width": 32}, 128, {"damp": 9.0}),
                                          "small_cnn": ({"width": 16}, 128, ratios),

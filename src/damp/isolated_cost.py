@@ -36,8 +36,8 @@ def read_bench_rows(paths: list[str | Path], runs: list[Run]) -> tuple[list[Benc
     """
     cfg = runs[0].config
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
-    sub_batches = {(r.config.get("method") or {}).get("num_perturbations") for r in runs
-                   if methods.canonical_name((r.config.get("method") or {}).get("name", "sgd")) != "sgd"}
+    sub_batches = {(r.config.get("method") or {}).get("num_perturbations") for r in runs  # of the benched methods
+                   if methods.canonical_name((r.config.get("method") or {}).get("name", "sgd")) in BENCH_METHODS}
     rows, missing = [], []
     for path in paths:
         try:
