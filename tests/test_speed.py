@@ -143,6 +143,17 @@ def test_noise_draw_times_both_versions_alone_and_after_a_step(tmp_path):
         assert all(v > 0 for v in row["alone_ms"].values())
     from damp.methods import noise
     assert result["threshold"] == noise.PARALLEL_DRAW_MIN_ELEMENTS
+    assert "copies" not in result
+
+
+def test_noise_draw_copies_row_by_row_equal_damps_copies(tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "benchmarks/noise_draw.py", "--sizes", "", "--models", "small_cnn", "--rounds",
+                    "1", "--threads", "1", "--copies", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    result = json.loads(out.read_text())
+    row = result["copies"]["small_cnn"]
+    assert row["same_values"] is True and row["elements"] == result["draws"]["small_cnn"]["elements"]
+    assert all(row[f"{v}_ms"] > 0 for v in ("draw", "copies", "by_row"))
 
 
 def test_cpu_compiled_times_every_method_in_both_modes_after_compiling(tmp_path):

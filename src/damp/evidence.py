@@ -12,7 +12,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from damp import methods
 from damp.checkpoint import write_text
 from damp.evidence_figures import plot_learning_curves, plot_pareto
 from damp.isolated_cost import BenchRow, bench_table, isolated_sentence, ordering_note, read_bench_rows
@@ -21,7 +20,7 @@ from damp.paired import EQUIVALENCE_MARGIN, paired_table, write_runs_csv
 from damp.regimes import other_regimes, regimes_section
 from damp.report import Run, comparison_table, corruption_error_ratios, group
 from damp.report_figures import plot_damp_vs_daap, plot_heatmap, plot_severity_curves
-from damp.suite_inputs import RUNNING, SuiteInputs, arm, arms_of, fresh_seeds_only, load_inputs
+from damp.suite_inputs import RUNNING, SuiteInputs, arm, arms_of, fresh_seeds_only, load_inputs, method_name
 from damp.verdicts import protocol_section
 
 
@@ -214,7 +213,7 @@ def _setup(runs: list[Run]) -> str:
     cfg = runs[0].config
     d, m, t = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("trainer") or {}
     sub_batches = sorted({(r.config.get("method") or {}).get("num_perturbations") for r in runs
-                          if methods.canonical_name((r.config.get("method") or {}).get("name", "sgd")) != "sgd"})
+                          if method_name(r) != "sgd"})
     return (f"Setup: {d.get('name')} ({d.get('max_train_images') or 'all'} training images, "
             f"{d.get('holdout', 0):.0%} of them held out for tuning; {d.get('max_test_images') or 'all'} test "
             f"images), {m.get('name')} width {m.get('width')}, {t.get('epochs')} epochs, batch "

@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from damp import methods
 from damp.speed import HYPERPARAMETERS
-from damp.suite_inputs import Run
+from damp.suite_inputs import Run, method_name
 
 # The methods `damp bench` times against SGD with the executor "auto" picks (its ghost loop aside).
 BENCH_METHODS = tuple(HYPERPARAMETERS)
@@ -37,7 +36,7 @@ def read_bench_rows(paths: list[str | Path], runs: list[Run]) -> tuple[list[Benc
     cfg = runs[0].config
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
     sub_batches = {(r.config.get("method") or {}).get("num_perturbations") for r in runs  # of the benched methods
-                   if methods.canonical_name((r.config.get("method") or {}).get("name", "sgd")) in BENCH_METHODS}
+                   if method_name(r) in BENCH_METHODS}
     rows, missing = [], []
     for path in paths:
         try:

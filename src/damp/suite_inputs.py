@@ -82,6 +82,11 @@ def finished_sweeps(root: str | Path) -> list[Path]:
         if root.is_dir() else []
 
 
+def method_name(run: Run) -> str:
+    """The canonical name of the method a run's config trains with ("sgd" when none is named)."""
+    return methods.canonical_name((run.config.get("method") or {}).get("name", "sgd"))
+
+
 def arm(run: Run) -> str:
     """What a run trains, without its hyperparameter value: sgd, dropout, damp, ..., "sgd + zoom_blur",
     "damp + augmix"."""
