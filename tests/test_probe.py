@@ -50,3 +50,6 @@ def test_probe_command_on_a_trained_run(tmp_path, capsys):
     noise = first["gaussian_noise"]
     assert noise["5"]["robust_std"] > noise["1"]["robust_std"] > 0  # stronger noise, larger xi spread
     assert (tmp_path / "probe.png").is_file() and "σ = 0.2" in capsys.readouterr().out
+    (run / "probe.json").unlink()  # a checkpoint file as the target writes beside it, as evaluate does
+    assert main(["probe", str(run / "last.pt"), "--corruptions", "contrast", "--severities", "1", "--images", "8"]) == 0
+    assert json.loads((run / "probe.json").read_text())["images"] == 8

@@ -60,6 +60,12 @@ def test_non_finite_hyperparameters_are_refused(override, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_mrwp_mix_above_one_names_its_key(tmp_path, capsys):
+    err = refused(["train", *QUICK, "--set", "method.name=mrwp", "--set", "method.std=0.01", "--set", "method.mix=1.5",
+                   "--out", str(tmp_path / "run")], capsys)
+    assert "method.mix: must be in [0, 1], got 1.5" in err and not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("argv", [
     ["bench", "--device", "cuda", "--quick", "--out", "{tmp}/bench.json"],

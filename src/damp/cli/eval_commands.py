@@ -150,7 +150,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from damp.probe import plot_probe, probe
 
     check_device(args.device, "--device")
-    out = Path(args.out) if args.out else Path(args.run) / "probe.json"
+    target = Path(args.run)
+    out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / "probe.json"
     refuse_existing(out, args.overwrite)
     names = resolve_corruptions(args.corruptions)
     if not names:

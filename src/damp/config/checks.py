@@ -80,6 +80,8 @@ def _validate_method(m: MethodConfig, batch_size: int) -> None:
             raise ConfigError(f"method.{key}: not a hyperparameter of {m.name!r}")
         if value is not None and not value >= 0:
             raise ConfigError(f"method.{key}: must be >= 0, got {value!r}")
+    if m.mix is not None and m.mix > 1:  # m-RWP's weight of the perturbed loss (Li et al.'s alpha)
+        raise ConfigError(f"method.mix: must be in [0, 1], got {m.mix!r}")
     try:
         check_modes(m.executor, m.batchnorm)
     except ValueError as err:
