@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The evidence suite: every method tuned on a 10 % hold-out split (paper §4, App. F), the selected point
-# run with fresh seeds, evaluated on clean, 19 corruptions x 5 severities (and FGSM where the presets ask);
-# then RESULTS.md (tables, figures, wall-clock, one paragraph per paper claim) by `damp report --claims`.
+# run with fresh seeds (cifar10: 3 seeds, the tuning seed among them), evaluated on clean, 19 corruptions
+# x 5 severities (and FGSM where the presets ask); then RESULTS.md (tables, figures, wall-clock, one
+# paragraph per paper claim) by `damp report --claims`.
 #
 #   bash benchmarks/suite.sh SUITE [--out DIR] [--results DIR] [--frost-dir DIR] [--data-root DIR]
-#                                  [--budget-minutes N] [--bench JSON ...] [--set KEY=VALUE ...] [PART ...]
+#                                  [--budget-minutes N] [--bench JSON]... [--set KEY=VALUE]... [PART ...]
 #
 # SUITE: fashion_mnist   small CNN trained 5 epochs (under-fitted), the protocol of docs/evidence.md (tuning seed 0,
 #                        fresh seeds 1-5, paired statistics); configs/fashion_mnist_small_cnn say what is trained.

@@ -27,8 +27,9 @@ MARKER = ".damp-demo"
 
 # The demo trains the digits presets as they are (configs/digits_small_cnn/<method>.yaml, shipped with
 # the package): digits at 32 px, a width-16 small CNN, Nesterov SGD on the paper's step schedule, and
-# each method's hyperparameters tuned on a 10 % hold-out split as the paper tunes them (§4, App. F),
-# with the grids, commands and results in each file's comments. Only the epochs, the seed and the
+# the paper's six methods' hyperparameters tuned on a 10 % hold-out split as the paper tunes them (§4,
+# App. F), with the grids, commands and results in each file's comments (rwp and mrwp, opt-in through
+# --methods, carry Li et al.'s CIFAR values untuned). Only the epochs, the seed and the
 # evaluation's corruptions come from DemoSettings.
 PRESET_DIR = Path(__file__).parent / "configs" / "digits_small_cnn"
 DEMO_METHODS = ("sgd", "dropout", "damp", "daap", "sam", "asam")  # `--methods all`: the paper's comparison
@@ -40,7 +41,7 @@ class DemoSettings:
 
     methods: Sequence[str] = ("sgd", "damp")
     epochs: int = 20
-    # Not a tuning seed: every digits preset was tuned on seeds 0 and 1 (docs/evidence.md: the tuning
+    # Not a tuning seed: every tuned digits preset was tuned on seeds 0 and 1 (docs/evidence.md: the tuning
     # seed is never a reported one).
     seed: int = 2
     corruptions: Sequence[str] = ()  # empty: every registered corruption

@@ -18,6 +18,8 @@ from tests.conftest import small_cnn
 ZERO = {"damp": {"std": 0.0}, "daap": {"std": 0.0}, "sam": {"rho": 0.0}, "asam": {"rho": 0.0}}
 NOISY = {"damp": {"std": 0.3, "seed": 1}, "daap": {"std": 0.05, "seed": 1}, "sam": {"rho": 0.2},
          "asam": {"rho": 1.0, "eta": 0.01}}
+COMPILED = {**NOISY, "rwp": {"std": 0.01, "seed": 1}, "mrwp": {"std": 0.01, "seed": 1}}
+TWO_PASSES = ("sam", "asam", "mrwp")  # SAM/ASAM's ascent and descent; m-RWP's perturbed and clean pass
 
 
 class NoBN(nn.Module):
@@ -337,7 +339,7 @@ def test_a_one_channel_batch_from_nhwc_storage_runs_channels_last_as_under_sgd(e
 
 
 @pytest.mark.parametrize("executor", ["split", "fused"])
-@pytest.mark.parametrize("name", list(NOISY))
+@pytest.mark.parametrize("name", list(COMPILED))
 @pytest.mark.parametrize("setting", ["fp32", "channels_last_bf16"])
 def test_torch_compile_traces_each_pass_once(name, executor, setting):
     """Five steps of a compiled BatchNorm model: one graph per forward pass, none after the first step,
@@ -355,13 +357,13 @@ def test_torch_compile_traces_each_pass_once(name, executor, setting):
         autocast = torch.bfloat16
     counter = torch._dynamo.testing.CompileCounter()
     compiled = torch.compile(model, backend=counter)
-    method = methods.build(name, num_perturbations=2, executor=executor, **NOISY[name])
+    method = methods.build(name, num_perturbations=2, executor=executor, **COMPILED[name])
     graphs = []
     for _ in range(5):
         model.zero_grad()
         method.backward(compiled, x, y, cross_entropy, autocast_dtype=autocast)
         graphs.append(counter.frame_count)
-    passes = 2 if name in ("sam", "asam") else 1
+    passes = 2 if name in TWO_PASSES else 1
     assert graphs == [passes] * 5
 
 

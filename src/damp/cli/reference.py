@@ -25,7 +25,8 @@ def cli_reference() -> str:
     lines = ["# Command-line reference", "",
              "Every command's `--help`, generated from the parser by `python -m damp.cli.reference > docs/cli.md`",
              "(`tests/cli/test_reference.py` fails when this page and the code differ). How the commands fit",
-             "together: the [README](../README.md); file formats and outputs: [architecture.md](architecture.md).",
+             "together, and what a run writes: the [README](../README.md) (\"Training runs\"); which",
+             "file does what: [architecture.md](architecture.md).",
              "", "```", _help(parser), "```", ""]
     for name, command in commands.items():
         lines += [f"## damp {name}", "", "```", _help(command), "```", ""]
