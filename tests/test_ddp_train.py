@@ -51,9 +51,10 @@ def test_non_finite_loss_stops_every_rank_promptly(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [["method.name=sgd"], ["method.name=damp", "method.std=0.2",
-                                                          "method.num_perturbations=4"]])
+                                                          "method.num_perturbations=4"],
+                                    ["method.name=sgd", "data.augmix=true", "data.augmix_jsd=true"]])
 def test_one_and_two_processes_train_the_same_weights(method, tmp_path):
-    """Same global batches, augmentation, noise per sub-batch and synced BatchNorm: same weights.
+    """Same global batches, augmentation (AugMix included), noise per sub-batch and synced BatchNorm: same weights.
 
     In float64, so that "up to float reduction order" is a tight bound: float32 runs differ by about
     1e-3 of an update after one step, from reduction order amplified by BatchNorm's cancellation.

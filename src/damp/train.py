@@ -178,7 +178,7 @@ def train_steps(run: Run, outputs: RunOutputs) -> None:
             run.bundle.train.set_epoch(epoch)
             for batch_index, (x, y) in enumerate(run.bundle.train.iter_from(start_batch), start_batch):
                 x, y = train_batch_transforms(run.cfg.data, run.cfg.seed, x, y, epoch, batch_index,
-                                              run.bundle.num_classes)
+                                              run.bundle.num_classes, (run.rank, run.world))
                 tracker.add(train_step(run, x, y), run.step)
                 run.step += 1
                 outputs.step_done()

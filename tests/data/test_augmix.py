@@ -39,6 +39,20 @@ def test_augmix_is_deterministic_under_a_seed_and_stays_in_range():
     assert not torch.equal(a, x)
 
 
+@pytest.mark.parametrize("depth", [-1, 2])
+def test_a_process_slice_gets_its_slice_of_the_global_batchs_augmix(depth):
+    """shard=(rank, world): every process draws for the global batch, so N processes compute what one does."""
+    x = images(n=12)
+    whole = augmix(x, torch.Generator().manual_seed(3), depth=depth)
+    for world in (2, 3):
+        size = len(x) // world
+        parts = [augmix(x[r * size:(r + 1) * size], torch.Generator().manual_seed(3), depth=depth, shard=(r, world))
+                 for r in range(world)]
+        assert torch.equal(torch.cat(parts), whole)
+    alone = augmix(x[6:], torch.Generator().manual_seed(3), depth=depth)  # without shard: draws of its own
+    assert not torch.equal(alone, whole[6:])
+
+
 def test_no_operation_is_a_test_corruption():
     assert not set(OPERATIONS) & set(corruption_names("all"))
     assert not {"brightness", "contrast", "color", "sharpness"} & set(OPERATIONS)  # the official "all ops" extras

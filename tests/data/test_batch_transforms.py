@@ -31,3 +31,13 @@ def test_no_transform_leaves_the_batch_and_jsd_triples_it():
     x3, y3 = train_batch_transforms(jsd, 0, x, y, epoch=0, batch=0, num_classes=3)
     assert x3.shape == (18, 1, 12, 12) and torch.equal(y3, y.repeat_interleave(3))
     assert torch.equal(x3[0::3], x)  # the clean view first in every triplet, as the JSD loss reads it
+
+
+def test_augmix_does_not_depend_on_how_many_processes_share_the_batch():
+    x, y = _batch()
+    for data in (DataConfig(augmix=True), DataConfig(augmix=True, augmix_jsd=True)):
+        whole, whole_y = train_batch_transforms(data, 7, x, y, epoch=1, batch=2, num_classes=3)
+        halves = [train_batch_transforms(data, 7, x[r * 3:(r + 1) * 3], y[r * 3:(r + 1) * 3], epoch=1, batch=2,
+                                         num_classes=3, shard=(r, 2)) for r in range(2)]
+        assert torch.equal(torch.cat([h[0] for h in halves]), whole)
+        assert torch.equal(torch.cat([h[1] for h in halves]), whole_y)

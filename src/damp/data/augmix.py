@@ -106,19 +106,27 @@ def _rotation(degrees: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy], dim=1)
 
 
-def apply_operation(name: str, x: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
-    """One AugMix operation on every image of x (B, C, H, W), with per-image random levels."""
+def operation_levels(name: str, n: int, severity: float, gen: torch.Generator, device=None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (n,) random levels and signs of one operation for n images (levels drawn first); None where
+    the operation takes none."""
+    if name in ("autocontrast", "equalize"):
+        return None, None
+    level = _level(n, severity, gen, device)
+    return level, None if name in ("posterize", "solarize") else _sign(n, gen, device)
+
+
+def transform(name: str, x: torch.Tensor, level: torch.Tensor | None, sign: torch.Tensor | None) -> torch.Tensor:
+    """One AugMix operation on every image of x (B, C, H, W), at per-image levels and signs (B,)."""
     n, device, (h, w) = len(x), x.device, x.shape[-2:]
     if name == "autocontrast":
         return autocontrast(x)
     if name == "equalize":
         return equalize(x)
-    level = _level(n, severity, gen, device)
     if name == "posterize":
         return posterize(x, 4 - (level * 4 / 10).floor())
     if name == "solarize":
         return solarize(x, 256 - (level * 256 / 10).floor())
-    sign = _sign(n, gen, device)
     zeros, ones = torch.zeros(n, device=device), torch.ones(n, device=device)
     if name == "rotate":
         matrix = _rotation(sign * (level * 30 / 10).floor(), h, w)
@@ -135,6 +143,13 @@ def apply_operation(name: str, x: torch.Tensor, severity: float, gen: torch.Gene
     return affine(x, matrix)
 
 
+def apply_operation(name: str, x: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
+    """One AugMix operation on every image of x (B, C, H, W), with per-image random levels."""
+    if name not in OPERATIONS:
+        raise ValueError(f"unknown AugMix operation {name!r} (choose from {', '.join(OPERATIONS)})")
+    return transform(name, x, *operation_levels(name, len(x), severity, gen, x.device))
+
+
 def mixing_weights(n: int, width: int, gen: torch.Generator, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, width) Dirichlet(1, ..., 1) chain weights and (n,) m ~ Beta(1, 1), exactly.
 
@@ -144,18 +159,23 @@ def mixing_weights(n: int, width: int, gen: torch.Generator, device=None) -> tup
     return exponential / exponential.sum(1, keepdim=True), torch.rand(n, generator=gen, device=device)
 
 
-def augmix(x: torch.Tensor, gen: torch.Generator, *, width: int = 3, depth: int = -1, severity: float = 3.0
-           ) -> torch.Tensor:
+def augmix(x: torch.Tensor, gen: torch.Generator, *, width: int = 3, depth: int = -1, severity: float = 3.0,
+           shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """AugMix of a batch x (B, C, H, W) in [0, 1]; the same shape, dtype and device.
 
     Every random choice comes from ``gen`` (on x's device); there is no loop over images: each
-    (chain, step, operation) applies the operation to the images that drew it.
+    (chain, step, operation) applies the operation to the images that drew it. ``shard = (rank,
+    world)`` says x is the rank-th of ``world`` equal slices of a global batch: the draws are made for
+    the whole global batch (a few numbers per image) and x gets its slice's, so the result does not
+    depend on how many processes share the batch.
     """
     if width < 1 or not (depth == -1 or depth >= 1) or not 0 < severity <= 10:
         raise ValueError(f"augmix: width >= 1, depth -1 or >= 1, severity in (0, 10]; got {width}, {depth}, "
                          f"{severity}")
-    n, device = len(x), x.device
-    weights, m = mixing_weights(n, width, gen, device)
+    rank, world = shard
+    device, first = x.device, rank * len(x)
+    n, mine = world * len(x), slice(first, first + len(x))
+    weights, m = (w[mine] for w in mixing_weights(n, width, gen, device))
     mix = torch.zeros_like(x)
     steps = 3 if depth == -1 else depth
     for chain in range(width):
@@ -166,8 +186,14 @@ def augmix(x: torch.Tensor, gen: torch.Generator, *, width: int = 3, depth: int 
         for step in range(steps):
             for index, name in enumerate(OPERATIONS):
                 rows = ((chosen[step] == index) & (lengths > step)).nonzero().flatten()
-                if len(rows):
-                    image[rows] = apply_operation(name, image[rows], severity, gen).clamp(0, 1)
+                if not len(rows):
+                    continue
+                levels = operation_levels(name, len(rows), severity, gen, device)
+                local = (rows >= first) & (rows < first + len(x))
+                if local.any():
+                    picked = rows[local] - first
+                    image[picked] = transform(name, image[picked],
+                                              *(v if v is None else v[local] for v in levels)).clamp(0, 1)
         mix += weights[:, chain].view(-1, 1, 1, 1).to(x.dtype) * image
     return (1 - m).view(-1, 1, 1, 1).to(x.dtype) * x + m.view(-1, 1, 1, 1).to(x.dtype) * mix
 
@@ -193,4 +219,5 @@ def jsd_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return loss + JSD_WEIGHT * divergence
 
 
-__all__ = ["OPERATIONS", "apply_operation", "augmix", "jsd_loss", "jsd_triplets", "mixing_weights"]
+__all__ = ["OPERATIONS", "apply_operation", "augmix", "jsd_loss", "jsd_triplets", "mixing_weights",
+           "operation_levels", "transform"]

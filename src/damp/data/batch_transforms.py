@@ -18,9 +18,11 @@ if TYPE_CHECKING:  # the data layer sits below the config; it only reads the sec
 
 
 def train_batch_transforms(d: DataConfig, seed: int, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int,
-                           num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+                           num_classes: int, shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """Train-on-a-corruption (Algorithm 2), fixed MixUp and AugMix of one training batch (B, C, H, W),
-    each drawn from (seed, epoch, batch) so an exact resume redraws them. Returns (x, y); under
+    each drawn from (seed, epoch, batch) so an exact resume redraws them. ``shard = (rank, world)``:
+    this process's slice of the global batch; AugMix draws for the global batch, so it does not depend
+    on the process count (the corruption and MixUp do; docs/fidelity.md). Returns (x, y); under
     AugMix's JSD loss B becomes 3B, laid out as the loss expects (:func:`damp.data.augmix.jsd_triplets`)."""
     if d.train_corruption is not None:
         corruption_seed = seeding.derive_seed(seed, seeding.TRAIN_CORRUPTION, epoch, batch)
@@ -32,6 +34,6 @@ def train_batch_transforms(d: DataConfig, seed: int, x: torch.Tensor, y: torch.T
         x, y = mixup_fixed(x, y, num_classes, d.mixup)
     if d.augmix:
         gen = torch.Generator(device=x.device).manual_seed(seeding.derive_seed(seed, seeding.AUGMIX, epoch, batch))
-        options = {"width": d.augmix_width, "depth": d.augmix_depth, "severity": d.augmix_severity}
+        options = {"width": d.augmix_width, "depth": d.augmix_depth, "severity": d.augmix_severity, "shard": shard}
         x, y = jsd_triplets(x, y, gen, **options) if d.augmix_jsd else (augmix(x, gen, **options), y)
     return x, y
