@@ -88,10 +88,11 @@ def test_affine_operations_match_pil_transform():
                         for p in pils[:1]] + [p.transform((32, 32), Image.AFFINE, (1, 0, 0, 0, 1, -2),
                                                           resample=Image.BILINEAR) for p in pils[1:]])
     torch.testing.assert_close(shift, expected, atol=1 / 255, rtol=0)  # integer shifts: exact up to rounding
-    sheared = affine(x, torch.tensor([[1.0, 0.2, 0, 0, 1, 0]] * 2))
-    pil_sheared = _tensor([p.transform((32, 32), Image.AFFINE, (1, 0.2, 0, 0, 1, 0), resample=Image.BILINEAR)
-                           for p in pils])
-    assert float((sheared - pil_sheared).abs().mean()) < 0.02  # bilinear, PIL rounds to uint8
+    # Fractional positions, the border band included (PIL: edge pixels as neighbours, zero outside).
+    for coefficients in [(1, 0.2, 0, 0, 1, 0), (1, 0, 0, -0.15, 1, 0), (0.99, -0.12, 2.1, 0.12, 0.99, -1.7)]:
+        got = affine(x, torch.tensor([coefficients] * 2))
+        pil = _tensor([p.transform((32, 32), Image.AFFINE, coefficients, resample=Image.BILINEAR) for p in pils])
+        torch.testing.assert_close(got, pil, atol=1 / 255 + 1e-6, rtol=0)  # PIL rounds to uint8
 
 
 def test_jsd_loss_is_the_cross_entropy_when_the_views_agree_and_grows_when_they_do_not():

@@ -5,11 +5,13 @@ operation drawn uniformly from :data:`OPERATIONS` at ``severity``; the chains ar
 Dirichlet(1, ..., 1) weights and the result with the image by m ~ Beta(1, 1) (google-research/augmix,
 cifar.py ``aug``; both parameters are 1 there). The operations are the official default list
 (augmentations.py ``augmentations``): none of them is one of the 19 test corruptions. The official
-"all ops" list adds brightness and contrast, which are test corruptions, and is not offered.
+"all ops" list adds color, contrast, brightness and sharpness, which overlap the test corruptions
+(contrast and brightness are two of them), and is not offered.
 
 Operations act on [0, 1] floats with their levels on the 0-255 scale, as PIL's do on uint8 images:
 posterize, solarize and equalize quantise to 256 levels; the affine operations sample bilinearly at
-the positions PIL's ``Image.transform`` maps each output pixel to (pixel centres, zero fill).
+the positions PIL's ``Image.transform`` maps each output pixel to (pixel centres, zero fill outside
+the image, edge pixels as the neighbours of points inside it).
 Deviation: PIL rounds the bilinear result to uint8; here it stays float.
 
 The Jensen-Shannon consistency loss (:func:`jsd_loss`) takes (clean, aug1, aug2) triplets laid out
@@ -85,6 +87,8 @@ def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 def affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """PIL's Image.transform(AFFINE, (a, b, c, d, e, f)) per image: output pixel (x, y) takes the
     input at (a x + b y + c, d x + e y + f) (pixel-centre coordinates), bilinear, zero outside.
+    As PIL's bilinear filter: a point outside the image gives 0, and a point inside takes its missing
+    neighbours from the edge pixel (not from zero).
 
     matrix: (B, 6) rows (a, b, c, d, e, f).
     """
@@ -95,7 +99,8 @@ def affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     u = a * xs + bb * ys + c
     v = d * xs + e * ys + f
     grid = torch.stack([2 * u / w - 1, 2 * v / h - 1], dim=-1)  # align_corners=False convention
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    inside = ((u >= 0) & (u < w) & (v >= 0) & (v < h)).unsqueeze(1).to(x.dtype)
+    return inside * F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _rotation(degrees: torch.Tensor, h: int, w: int) -> torch.Tensor:

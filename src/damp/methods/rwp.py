@@ -8,12 +8,16 @@ and DAAP (the official code draws one per batch; M = 1 is that). No chain-rule f
 gradient is dL/dw evaluated at w = omega + eps, restored exactly afterwards.
 
 m-RWP: ``mix * grad L(omega + eps) + (1 - mix) * grad L(omega)`` on the whole batch (the official
-code runs the two on two processes with loss weights 2 mix and 2 (1 - mix), averaged by DDP),
+code runs the two on two processes, each with its own batch, with loss weights 2 mix and 2 (1 - mix),
+averaged by DDP),
 so it costs two passes. BatchNorm's running statistics come from the clean pass (the official
 code's DDP broadcasts the clean process's buffers).
 
-Deviation: the official code grows std during training (its ``--incstd`` cosine schedule) and its
-adaptive variants (ARWP) shape the noise by past gradients; neither is implemented here.
+Deviations: the official code grows std during training (RWP's ``--inc`` cosine schedule, m-RWP's
+optional ``--incstd``) and its adaptive variants (ARWP) shape the noise by past gradients; neither
+is implemented here. m-RWP's official scripts take the clean and the perturbed gradient on two
+different batches (two processes, or consecutive batches) and double the epochs; damp takes both on
+the same batch, so a step sees B images instead of 2B: the same expected gradient, another variance.
 """
 
 from __future__ import annotations
