@@ -9,8 +9,7 @@ gradient is dL/dw evaluated at w = omega + eps, restored exactly afterwards.
 
 m-RWP: ``mix * grad L(omega + eps) + (1 - mix) * grad L(omega)`` on the whole batch (the official
 code runs the two on two processes, each with its own batch, with loss weights 2 mix and 2 (1 - mix),
-averaged by DDP),
-so it costs two passes. BatchNorm's running statistics come from the clean pass (the official
+averaged by DDP), so it costs two passes. BatchNorm's running statistics come from the clean pass (the official
 code's DDP broadcasts the clean process's buffers).
 
 Deviations: the official code grows std during training (RWP's ``--inc`` cosine schedule, m-RWP's
