@@ -236,3 +236,18 @@ def test_bench_ratios_of_the_suites_model_sit_beside_the_wall_clock(tmp_path, ca
     assert f"--bench {broken}: not a `damp bench` JSON" in err and not (tmp_path / "x" / "RESULTS.md").exists()
     assert main(["report", *suite, "--out", str(tmp_path / "y"), "--bench", first]) == 2
     assert "--bench needs --claims" in capsys.readouterr().err
+
+
+def test_the_setup_sentence_names_which_methods_use_which_m():
+    from damp.evidence import _setup
+    from damp.report import Run
+
+    def run(method: dict) -> Run:
+        config = {"data": {"name": "fashion_mnist", "batch_size": 128}, "model": {"name": "resnet8", "width": 32},
+                  "trainer": {"epochs": 100}, "method": method}
+        return Run(Path("."), method.get("name", "sgd"), 1, {}, "fashion_mnist", config)
+    runs = [run({"name": "sgd", "num_perturbations": 1}), run({"name": "damp", "num_perturbations": 8}),
+            run({"name": "sam", "num_perturbations": 8}), run({"name": "rwp", "num_perturbations": 1}),
+            run({"name": "damp", "num_perturbations": 8})]
+    assert _setup(runs).endswith("batch 128, M = 8 (damp, sam); 1 (rwp).")
+    assert _setup(runs[:1]).endswith("batch 128.")  # SGD alone has no sub-batches

@@ -212,9 +212,15 @@ def _setup(runs: list[Run]) -> str:
     """One sentence naming what was trained, from the runs' configs."""
     cfg = runs[0].config
     d, m, t = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("trainer") or {}
-    sub_batches = sorted({(r.config.get("method") or {}).get("num_perturbations") for r in runs
-                          if method_name(r) != "sgd"})
+    methods_by_m: dict[int, list[str]] = {}  # M with the methods that use it: RWP's M = 1 beside DAMP's 8
+    for r in runs:
+        if (name := method_name(r)) != "sgd":
+            named = methods_by_m.setdefault((r.config.get("method") or {}).get("num_perturbations"), [])
+            if name not in named:
+                named.append(name)
+    sub_batches = "; ".join(f"{count} ({', '.join(names)})" for count, names in
+                            sorted(methods_by_m.items(), key=lambda item: -(item[0] or 0)))
     return (f"Setup: {d.get('name')} ({d.get('max_train_images') or 'all'} training images, "
             f"{d.get('holdout', 0):.0%} of them held out for tuning; {d.get('max_test_images') or 'all'} test "
             f"images), {m.get('name')} width {m.get('width')}, {t.get('epochs')} epochs, batch "
-            f"{d.get('batch_size')}" + (f", M = {', '.join(map(str, sub_batches))}" if sub_batches else "") + ".")
+            f"{d.get('batch_size')}" + (f", M = {sub_batches}" if sub_batches else "") + ".")
