@@ -118,3 +118,24 @@ def test_damp_with_augmix_and_jsd_trains_deterministically(tmp_path):
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
     with pytest.raises(ValueError, match="data.augmix_jsd: needs data.augmix"):
         load_config(None, ["data.augmix_jsd=true"])
+
+
+def test_the_border_comparison_script_isolates_the_border_pixels():
+    """benchmarks/augmix_borders.py (the figure in docs/evidence.md): the earlier zero blend differs from
+    PIL's edge handling only where a sample's neighbours leave the image."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "augmix_borders.py"
+    spec = importlib.util.spec_from_file_location("augmix_borders", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    x = images(4, size=16)
+    shear = torch.tensor([[1.0, 0.2, 0, 0, 1, 0]] * 4)  # samples at u = x + 0.2 y, v = y (pixel centres)
+    differs = (script.zero_blended_affine(x, shear) != affine(x, shear)).any(1)
+    centres = torch.arange(16.0) + 0.5
+    v, u = centres.view(16, 1).expand(16, 16), centres.view(1, 16) + 0.2 * centres.view(16, 1)
+    border = (u < 0.5) | (u >= 15.5) | (v < 0.5) | (v >= 15.5)  # a neighbour outside the image
+    assert differs.any() and not (differs & ~border).any()
+    result = script.compare(x)
+    assert 0 < result["mean_abs_difference"] < result["mean_augmix_change"] and result["images"] == 4

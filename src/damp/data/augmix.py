@@ -194,11 +194,11 @@ def augmix(x: torch.Tensor, gen: torch.Generator, *, width: int = 3, depth: int 
                 if not len(rows):
                     continue
                 levels = operation_levels(name, len(rows), severity, gen, device)
-                local = (rows >= first) & (rows < first + len(x))
-                if local.any():
-                    picked = rows[local] - first
-                    image[picked] = transform(name, image[picked],
-                                              *(v if v is None else v[local] for v in levels)).clamp(0, 1)
+                if world > 1:  # this process's rows of the global batch (one process: all, no extra sync)
+                    local = (rows >= first) & (rows < first + len(x))
+                    rows, levels = rows[local] - first, [v if v is None else v[local] for v in levels]
+                if len(rows):
+                    image[rows] = transform(name, image[rows], *levels).clamp(0, 1)
         mix += weights[:, chain].view(-1, 1, 1, 1).to(x.dtype) * image
     return (1 - m).view(-1, 1, 1, 1).to(x.dtype) * x + m.view(-1, 1, 1, 1).to(x.dtype) * mix
 
