@@ -127,8 +127,12 @@ def test_paired_differences_and_runs_csv(tmp_path):
     text = (out / "RESULTS.md").read_text()
     table = text.split("## Paired differences to SGD")[1].split("##")[0]
     damp_row = next(line for line in table.splitlines() if line.startswith("| damp |"))
-    # Same offsets per seed in both arms: the differences are exact (+0.10 clean, -5.00 at every severity).
-    assert "| 3 | +0.10 [+0.10, +0.10] | yes" in damp_row and damp_row.count("-5.00 [-5.00, -5.00]") == 5
+    # Same offsets per seed in both arms: the differences are exact (+0.10 clean, -5.00 at every severity,
+    # so -5.00 in the mean corruption error too, the column after TOST's).
+    assert "| 3 | +0.10 [+0.10, +0.10] | yes" in damp_row and damp_row.count("-5.00 [-5.00, -5.00]") == 6
+    assert damp_row.split(" | ")[4] == "-5.00 [-5.00, -5.00]"
+    header = next(line for line in table.splitlines() if line.startswith("| arm |"))
+    assert header.split(" | ")[4] == "mean corr. Δ [95 % CI]"
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert len(rows) == 21 and {r["arm"] for r in rows} >= {"sgd", "damp", "dropout", "sgd + zoom_blur"}
     sgd = [r for r in rows if r["arm"] == "sgd"]
