@@ -119,7 +119,8 @@ def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: 
     lines = ["## Paired differences to SGD", "", "Arm − SGD in pt of top-1 error, paired by seed (the same seed "
              "gives the same initial weights and data order), with 95 % t-intervals; severity p-values are "
              f"Holm-adjusted across the severities; clean equivalence is TOST within ±{EQUIVALENCE_MARGIN:g} "
-             "pt (docs/evidence.md). Every run's numbers: `runs.csv`.", "", table, ""]
+             "pt; the mean corruption error's interval is descriptive, with no test (docs/evidence.md). "
+             "Every run's numbers: `runs.csv`.", "", table, ""]
     if len(arms.get("damp", [])) >= 2 and len(arms) > 2:  # every other arm against DAMP itself
         table, _ = paired_table(arms, baseline="damp")
         lines += ["## Paired differences to DAMP", "", "Arm − DAMP, paired and tested as above: the baselines "
