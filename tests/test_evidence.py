@@ -255,3 +255,25 @@ def test_the_setup_sentence_names_which_methods_use_which_m():
             run({"name": "damp", "num_perturbations": 8})]
     assert _setup(runs).endswith("batch 128, M = 8 (damp, sam); 1 (rwp).")
     assert _setup(runs[:1]).endswith("batch 128.")  # SGD alone has no sub-batches
+
+
+def test_the_mean_corruption_column_pairs_by_seed_and_says_na_where_a_run_did_not_measure_it():
+    from damp.paired import paired_table
+    from damp.report import Run
+
+    def run(arm: str, seed: int, clean: float, corrupted: float, mean: bool = True) -> Run:
+        summary = {"severity_error": {str(s): corrupted + s for s in range(1, 6)}}
+        if mean:
+            summary["mean_corruption_error"] = corrupted + 3
+        return Run(Path(arm), arm, seed, {"clean": {"error": clean}, "summary": summary})
+
+    arms = {"sgd": [run("sgd", s, 10.0, 20.0 + s) for s in (1, 2, 3)],
+            "damp": [run("damp", s, 10.0, 18.0 + 2 * s) for s in (1, 2, 3, 4)],  # seed 4 has no pair
+            "old": [run("old", s, 10.0, 19.0, mean=False) for s in (1, 2, 3)]}
+    table, numbers = paired_table(arms)
+    # damp - sgd per seed: -1, 0, +1 -> mean 0, and the interval is the t-interval of those three
+    assert numbers["damp"]["corruption"].n == 3 and numbers["damp"]["corruption"].mean == pytest.approx(0.0)
+    assert numbers["damp"]["corruption"].high == pytest.approx(-numbers["damp"]["corruption"].low)
+    assert numbers["damp"]["corruption"].high == pytest.approx(4.303 / 3 ** 0.5, rel=1e-3)
+    old = next(line for line in table.splitlines() if line.startswith("| old |"))
+    assert old.split(" | ")[4] == "n/a" and numbers["old"]["corruption"] is None
