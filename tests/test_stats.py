@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy import stats as scipy_stats
 
-from damp.stats import holm, paired, t_interval, tost
+from damp.stats import holm, paired, paired_interval, t_interval, tost
 
 A = {1: 10.0, 2: 11.0, 3: 9.5, 4: 10.4, 5: 10.1}
 B = {1: 9.1, 2: 10.6, 3: 9.0, 4: 9.2, 5: 9.9, 6: 1.0}  # seed 6 has no partner
@@ -22,6 +22,11 @@ def test_paired_drops_unpaired_seeds_and_matches_ttest_rel():
     assert ci.n == 5 and ci.low < ci.mean < ci.high < 0
     with pytest.raises(ValueError, match="at least 2"):
         t_interval([1.0])
+
+
+def test_paired_interval_is_the_t_interval_of_the_shared_seeds_or_none_below_two():
+    assert paired_interval(A, B) == t_interval(paired(A, B))
+    assert paired_interval({1: 1.0}, B) is None and paired_interval(A, {7: 1.0}) is None
 
 
 def test_holm_matches_the_step_down_rule():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from damp.checkpoint import write_text
 from damp.report import Run, severity_errors
-from damp.stats import holm, paired, t_interval, tost
+from damp.stats import holm, paired, paired_interval, t_interval, tost
 from damp.suite_inputs import corruption_error
 from damp.corruptions import SEVERITIES
 from damp.corruptions import names as corruption_names
@@ -109,14 +109,13 @@ def paired_table(arms: dict[str, list[Run]], baseline: str = "sgd", margin: floa
         equal = tost(clean_diffs, margin)
         per_severity = [t_interval(paired(per_seed(base, s), per_seed(runs, s))) for s in severities]
         adjusted = holm([d.p_value for d in per_severity])
-        corruption_diffs = paired(per_seed_corruption(base), per_seed_corruption(runs))
-        corruption = t_interval(corruption_diffs) if len(corruption_diffs) >= 2 else None
+        corruption = paired_interval(per_seed_corruption(base), per_seed_corruption(runs))
         numbers[name] = {"pairs": clean.n, "clean": clean, "clean_equivalent": equal, "corruption": corruption,
                          "severities": dict(zip(severities, zip(per_severity, adjusted)))}
         verdict = f"yes (90 % CI [{equal.low:+.2f}, {equal.high:+.2f}])" if equal.equivalent else \
             f"not shown (90 % CI [{equal.low:+.2f}, {equal.high:+.2f}])"
         cells = [f"{interval_cell(d)} ({p:.3g})" for d, p in zip(per_severity, adjusted)]
-        corruption_cell = interval_cell(corruption) if corruption else "n/a"
+        corruption_cell = interval_cell(corruption) if corruption is not None else "n/a"
         lines.append("| " + " | ".join([name, str(clean.n), interval_cell(clean), verdict, corruption_cell,
                                         *cells]) + " |")
     return "\n".join(lines), numbers

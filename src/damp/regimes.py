@@ -13,7 +13,7 @@ from pathlib import Path
 
 from damp.paired import interval_cell, per_seed, per_seed_corruption
 from damp.report import Run
-from damp.stats import paired, t_interval
+from damp.stats import paired_interval
 from damp.suite_inputs import arms_of, finished_sweeps, fresh_seeds_only, load_inputs
 from damp.verdicts import NOT_ASSESSABLE, protocol_claims
 
@@ -40,8 +40,8 @@ def damp_minus(arms: dict[str, list[Run]], key: str, other: str = "sgd") -> str:
     """DAMP − ``other`` paired by seed, "mean [95 % CI]" in pt, or :data:`NOT_YET` with fewer than 2 pairs."""
     if "damp" not in arms or other not in arms:
         return NOT_YET
-    diffs = paired(_per_seed(arms[other], key), _per_seed(arms["damp"], key))
-    return interval_cell(t_interval(diffs)) if len(diffs) >= 2 else NOT_YET
+    difference = paired_interval(_per_seed(arms[other], key), _per_seed(arms["damp"], key))
+    return interval_cell(difference) if difference is not None else NOT_YET
 
 
 def regimes_section(regimes: list[Regime], arm_of) -> list[str]:

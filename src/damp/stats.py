@@ -46,6 +46,13 @@ def t_interval(differences: Sequence[float], level: float = 0.95) -> PairedDiffe
     return PairedDifference(mean, mean - half, mean + half, float(p), n, level)
 
 
+def paired_interval(a: Mapping[int, float], b: Mapping[int, float], level: float = 0.95
+                    ) -> PairedDifference | None:
+    """The t-interval of ``b - a`` over the seeds both have (:func:`paired`); None with fewer than 2."""
+    differences = paired(a, b)
+    return t_interval(differences, level) if len(differences) >= 2 else None
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error control), in the input order.
 

@@ -11,7 +11,7 @@ import statistics
 from damp.evidence_figures import holdout_point
 from damp.paired import EQUIVALENCE_MARGIN, interval_cell, per_seed, per_seed_corruption
 from damp.report import Run, severity_errors
-from damp.stats import holm, paired, t_interval, tost
+from damp.stats import holm, paired, paired_interval, t_interval, tost
 
 ALPHA = 0.05
 COST_LIMIT = 1.10  # DAMP's training time may exceed SGD's by 10 % and still be "at SGD's cost"
@@ -72,11 +72,11 @@ def claim_damp_dominates_daap(damp_points: list[Run], daap_points: list[Run]) ->
 def selected_points_context(damp: list[Run], daap: list[Run]) -> str:
     """Claim 3's context, outside its rule: DAMP − DAAP in mean corruption error at the selected points,
     paired over the reported seeds (the test set), so a reader sees the size of the difference."""
-    diffs = paired(per_seed_corruption(daap), per_seed_corruption(damp))
-    if len(diffs) < 2:
+    difference = paired_interval(per_seed_corruption(daap), per_seed_corruption(damp))
+    if difference is None:
         return ""
     return (f" For context, outside the rule: at the selected points the test-set mean corruption error of DAMP − "
-            f"DAAP, paired over {len(diffs)} seeds, is {interval_cell(t_interval(diffs))} pt.")
+            f"DAAP, paired over {difference.n} seeds, is {interval_cell(difference)} pt.")
 
 
 def training_time_ratio(damp: list[Run], sgd: list[Run]) -> float | None:
