@@ -28,7 +28,8 @@ def _run(path: Path, cfg: dict, clean: float, corrupted: float, seconds: float, 
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
-def _sweep(root: Path, method: str, key: str | None, points: dict, clean, corrupted, seconds, single=None) -> Path:
+def _sweep(root: Path, method: str, key: str | None, points: dict, clean, corrupted, seconds, single=None,
+           augmix: bool = False) -> Path:
     """A finished `damp sweep` directory: ``points`` maps a grid value (or None) to its number of seeds; the
     point with the most seeds is the selected one."""
     out = root / method
@@ -40,7 +41,8 @@ def _sweep(root: Path, method: str, key: str | None, points: dict, clean, corrup
             m = {"name": method.split("_")[0], "num_perturbations": 8}
             if key:
                 m[key.split(".")[-1]] = value
-            data = {"name": "fashion_mnist", "train_corruption": single, "holdout": 0.1, "batch_size": 128}
+            data = {"name": "fashion_mnist", "train_corruption": single, "holdout": 0.1, "batch_size": 128,
+                    "augmix": augmix, "augmix_jsd": augmix}
             _run(out / name, {"data": data, "model": {"name": "small_cnn", "width": 16,
                               "dropout": 0.1 if method == "dropout" else 0.0},
                               "method": m, "trainer": {"epochs": 5}, "seed": seed},
@@ -117,6 +119,22 @@ def test_missing_arms_are_named_not_assessed(tmp_path):
     assert main(["report", *kept, "--out", str(tmp_path / "r"), "--claims"]) == 0
     text = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "Not assessed: no daap runs." in text and "Not assessed: no sam runs." in text
+
+
+def test_augmix_arms_are_not_single_corruption_arms(tmp_path):
+    """Claim 2 compares DAMP with training on one test corruption; an AugMix arm is not one."""
+    suite = _suite(tmp_path / "suite", 25.0)
+    paths = [p for p in suite if Path(p).name in ("sgd", "damp")]
+    augmix = str(_sweep(tmp_path / "suite", "sgd_augmix", None, {None: 3}, 9.0, 20.0, 300.0, augmix=True))
+    assert main(["report", *paths, augmix, "--out", str(tmp_path / "r"), "--claims"]) == 0
+    breadth = _section((tmp_path / "r" / "RESULTS.md").read_text(),
+                       "Single-corruption training vs DAMP in breadth (claim 2)")
+    assert breadth.strip() == "Not assessed: no single-corruption runs."
+    zoom = next(p for p in suite if Path(p).name == "sgd_zoom")
+    assert main(["report", *paths, augmix, zoom, "--out", str(tmp_path / "r2"), "--claims"]) == 0
+    breadth = _section((tmp_path / "r2" / "RESULTS.md").read_text(),
+                       "Single-corruption training vs DAMP in breadth (claim 2)")
+    assert "sgd + zoom_blur: below 1" in breadth and "augmix" not in breadth
 
 
 def test_paired_differences_and_runs_csv(tmp_path):

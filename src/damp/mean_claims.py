@@ -118,10 +118,16 @@ def claim_cost(arms: dict[str, list[Run]], ratios: dict[str, float], isolated: s
     return f"**{verdict.capitalize()}.** {text}\n\n" + "\n".join(rows)
 
 
+def single_corruption_arms(arms: dict[str, list[Run]]) -> list[str]:
+    """The arms trained on one test corruption (`data.train_corruption`). AugMix arms are not among them:
+    AugMix's operations are none of the test corruptions."""
+    return [a for a, runs in arms.items() if (runs[0].config.get("data") or {}).get("train_corruption")]
+
+
 def claim_breadth(groups: dict[str, list[Run]], arms: dict[str, list[Run]], dataset: str | None) -> str:
     """Claim 2: training on one corruption helps it but costs clean accuracy and other corruptions;
     DAMP improves (nearly) every corruption at a clean ratio of about 1."""
-    singles = [a for a in arms if " + " in a]
+    singles = single_corruption_arms(arms)
     baseline = arms["sgd"][0].label
     columns, rows = corruption_error_ratios(groups, baseline, dataset)
     corr = [c for c in columns if c not in ("none", "avg")]
@@ -153,7 +159,7 @@ def claim_sections(groups: dict[str, list[Run]], arms: dict[str, list[Run]], rat
         ("DAMP vs SGD per severity (claim 1)", ("sgd", "damp"), lambda: claim_severity(arms, "sgd")),
         ("DAMP vs Dropout per severity (claim 1)", ("dropout", "damp"), lambda: claim_severity(arms, "dropout")),
         ("Single-corruption training vs DAMP in breadth (claim 2)", ("sgd", "damp"),
-         lambda: claim_breadth(groups, arms, dataset) if any(" + " in a for a in arms)
+         lambda: claim_breadth(groups, arms, dataset) if single_corruption_arms(arms)
          else "Not assessed: no single-corruption runs."),
         ("DAMP vs DAAP (claim 3)", ("sgd", "damp", "daap"),
          lambda: claim_additive(arms, [*tuning, *arms["damp"], *arms["daap"]])),
