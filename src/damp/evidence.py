@@ -183,7 +183,8 @@ ARM_ORDER = ("sgd", "dropout", "damp", "daap", "sam", "asam", "rwp", "mrwp", "sg
 
 
 def _arm_order(run: Run) -> tuple[int, str, int]:
-    """The paper's order (SGD, Dropout, DAMP, DAAP, SAM, ASAM, then single-corruption arms), then seed."""
+    """`ARM_ORDER` (the paper's arms, then RWP, m-RWP and the AugMix arms), then the single-corruption
+    arms by name, then seed."""
     name = arm(run)
     return (ARM_ORDER.index(name) if name in ARM_ORDER else len(ARM_ORDER), name, run.seed)
 
