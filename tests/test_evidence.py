@@ -137,6 +137,22 @@ def test_augmix_arms_are_not_single_corruption_arms(tmp_path):
     assert "sgd + zoom_blur: below 1" in breadth and "augmix" not in breadth
 
 
+def test_damp_plus_augmix_is_paired_with_augmix_alone_only_when_both_arms_ran(tmp_path):
+    """The combination's own question (paper §6): what DAMP's noise adds to AugMix, paired by seed."""
+    paths = [p for p in _suite(tmp_path / "suite", 25.0) if Path(p).name in ("sgd", "damp")]
+    augmix = str(_sweep(tmp_path / "suite", "sgd_augmix", None, {None: 3}, 9.0, 20.0, 300.0, augmix=True))
+    both = str(_sweep(tmp_path / "suite", "damp_augmix", "method.std", {0.1: 3, 0.2: 1}, 9.2, 19.0, 400.0,
+                      augmix=True))
+    assert main(["report", *paths, augmix, both, "--out", str(tmp_path / "r"), "--claims"]) == 0
+    text = (tmp_path / "r" / "RESULTS.md").read_text()
+    table = text.split("## Paired differences to AugMix")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| arm |")]
+    assert len(rows) == 1 and rows[0].startswith("| damp + augmix | 3 | +0.20 [+0.20, +0.20] | yes")
+    assert rows[0].split(" | ")[4] == "-1.00 [-1.00, -1.00]" and rows[0].count("-1.00 [-1.00, -1.00]") == 6
+    assert main(["report", *paths, augmix, "--out", str(tmp_path / "alone"), "--claims"]) == 0
+    assert "Paired differences to AugMix" not in (tmp_path / "alone" / "RESULTS.md").read_text()
+
+
 def test_paired_differences_and_runs_csv(tmp_path):
     import csv
 

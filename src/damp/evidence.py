@@ -112,7 +112,8 @@ def write_results(paths: list[str | Path], out: str | Path, *, title: str, comma
 
 def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: bool, regime: str | None,
                      others: dict[str, str | Path] | None, isolated: str = "") -> list[str]:
-    """The paired differences to SGD; under the protocol, its verdicts and "The two regimes"."""
+    """The paired differences to SGD, to DAMP and (DAMP + AugMix's) to AugMix; under the protocol, its
+    verdicts and "The two regimes"."""
     if "sgd" not in arms or len(arms["sgd"]) < 2:
         return []
     table, _ = paired_table(arms)
@@ -125,6 +126,11 @@ def _paired_sections(arms: dict[str, list[Run]], inputs: SuiteInputs, protocol: 
         table, _ = paired_table(arms, baseline="damp")
         lines += ["## Paired differences to DAMP", "", "Arm − DAMP, paired and tested as above: the baselines "
                   "and the methods beyond the paper against DAMP itself.", "", table, ""]
+    if all(len(arms.get(name, [])) >= 2 for name in (AUGMIX_ARM, DAMP_AUGMIX_ARM)):
+        table, _ = paired_table({name: arms[name] for name in (AUGMIX_ARM, DAMP_AUGMIX_ARM)}, baseline=AUGMIX_ARM)
+        lines += ["## Paired differences to AugMix", "", "DAMP + AugMix − AugMix, paired and tested as above: what "
+                  "DAMP's weight noise adds to the input-space baseline (the combination the paper's §6 "
+                  "proposes).", "", table, ""]
     if protocol:
         lines += protocol_section(arms, inputs.tuning, arm, isolated)
         if regime and others:
@@ -179,7 +185,8 @@ def _tuning_sections(inputs: SuiteInputs, arms: dict[str, list[Run]], out: Path)
     return lines
 
 
-ARM_ORDER = ("sgd", "dropout", "damp", "daap", "sam", "asam", "rwp", "mrwp", "sgd + augmix", "damp + augmix")
+AUGMIX_ARM, DAMP_AUGMIX_ARM = "sgd + augmix", "damp + augmix"  # names as `suite_inputs.arm` forms them
+ARM_ORDER = ("sgd", "dropout", "damp", "daap", "sam", "asam", "rwp", "mrwp", AUGMIX_ARM, DAMP_AUGMIX_ARM)
 
 
 def _arm_order(run: Run) -> tuple[int, str, int]:
